@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -77,13 +78,18 @@ type ModelLock struct {
 	lg      *zap.Logger
 	err     error // invalid model name
 
-	// Parts of the enqueue transaction that never change: what Lock reads
-	// when the queue is not empty (the predecessor), what TryLock reads (the
-	// holder and lockinfo), and the JSON values up to their time field.
-	absent, emptyQueue    clientv3.Cmp
-	predRead, holderReads []clientv3.Op
-	getKey                clientv3.Op
-	entryHead, infoHead   []byte
+	// Parts of the enqueue transactions that never change: what Lock reads
+	// to join the queue (the predecessor, or our key if it exists), what
+	// TryLock reads (our key, the holder and lockinfo), and the JSON values up
+	// to their time field.
+	absent, emptyQueue  clientv3.Cmp
+	predRead, keyRead   clientv3.Op
+	holderReads         []clientv3.Op
+	entryHead, infoHead []byte
+
+	// busy is whether the last Lock or TryLock found the queue taken (see
+	// enqueue); only they use it.
+	busy bool
 
 	mu        sync.Mutex
 	acquiring bool
@@ -142,9 +148,9 @@ func NewModelLock(s *Session, model string, opts ...LockOption) *ModelLock {
 	}
 	l.absent = clientv3.Compare(clientv3.CreateRevision(l.key), "=", 0)
 	l.emptyQueue = clientv3.Compare(clientv3.CreateRevision(l.pfx), "=", 0).WithPrefix()
-	l.predRead = []clientv3.Op{clientv3.OpGet(l.pfx, clientv3.WithLastCreate()...)}
-	l.holderReads = []clientv3.Op{clientv3.OpGet(l.pfx, clientv3.WithFirstCreate()...), clientv3.OpGet(l.infoKey)}
-	l.getKey = clientv3.OpGet(l.key)
+	l.predRead = clientv3.OpGet(l.pfx, clientv3.WithLastCreate()...)
+	l.keyRead = clientv3.OpGet(l.key)
+	l.holderReads = []clientv3.Op{l.keyRead, clientv3.OpGet(l.pfx, clientv3.WithFirstCreate()...), clientv3.OpGet(l.infoKey)}
 	l.entryHead = jsonHead(queueEntry{V: SchemaVersion, ID: l.id, Host: l.host, Token: l.token})
 	l.infoHead = jsonHead(holderRecord{V: SchemaVersion, ID: l.id, Host: l.host, Key: l.key})
 	if err := CheckID(model); err != nil {
@@ -379,7 +385,6 @@ func (l *ModelLock) acquire(ctx context.Context, wait bool) (Fence, error) {
 		return l.acquired(q.rev, q.at), nil
 	}
 	if !wait {
-		l.dequeue(ctx, q.rev)
 		return Fence{}, fmt.Errorf("%w: model %q: %s", ErrLocked, l.model, describeHolder(q.owner, q.info))
 	}
 	at, err := l.waitTurn(ctx, q)
@@ -395,69 +400,104 @@ func (l *ModelLock) acquire(ctx context.Context, wait bool) (Fence, error) {
 
 // queued is where enqueue put us.
 type queued struct {
-	rev   int64 // create revision of our key
+	rev   int64 // create revision of our key; 0 when TryLock found the lock held
 	at    int64 // revision of the enqueue transaction
 	owned bool
-	// When not owned, read just before our key was created: our direct
-	// predecessor (for Lock), or the holder's key and lockinfo (for TryLock).
+	// When not owned: our direct predecessor, read just before our key was
+	// created (Lock), or the holder's key and lockinfo (TryLock).
 	pred, owner, info *mvccpb.KeyValue
 }
 
-// enqueue creates this session's key at the end of the queue, in one
-// transaction that, when the queue was empty, also writes lockinfo (so an
-// uncontended Lock is one round trip: a flat transaction of two puts) and
-// otherwise reads our predecessor (so a waiter starts watching it without
-// another round trip), or for TryLock (wait false) the holder. A key of this ModelLock left by a failed earlier
-// attempt is removed first; a key of anyone else on this session is
-// ErrLockInUse.
+// enqueue takes the lock at once when the queue is empty, in one flat
+// transaction that creates our key and writes lockinfo (so an uncontended
+// Lock is one round trip of two puts). Otherwise TryLock (wait false) returns
+// the holder and queues nothing, and Lock joins the end of the queue: it
+// reads the key it comes after just before creating its own, so that it
+// starts watching that key without another round trip.
+//
+// Where Lock joins depends on what the previous Lock found. After an empty
+// queue it joins in a second transaction, keeping the first one flat: a
+// nested transaction costs etcd noticeably more to decode and apply, and an
+// uncontended Lock would pay for it every time. After a busy queue it joins
+// in the Else of the first transaction (nested), saving a round trip on each
+// contended Lock.
+//
+// A key of this ModelLock left by a failed earlier attempt is removed first;
+// a key of anyone else on this session is ErrLockInUse.
 func (l *ModelLock) enqueue(ctx context.Context, wait bool) (queued, error) {
-	reads := l.holderReads
-	if wait {
-		reads = l.predRead
-	}
 	for attempt := 0; ; attempt++ {
 		kv := l.s.cli.KV
-		// An empty queue means our key is absent too: take the lock at once.
-		// Otherwise, if our key is absent, read (before our put, so without
-		// us) and join the queue.
 		info, entry := l.holderValue(0), l.queueValue()
 		put := clientv3.OpPut(l.key, entry, clientv3.WithLease(l.s.Lease()))
-		join := clientv3.OpTxn([]clientv3.Cmp{l.absent}, append(slices.Clip(reads), put), []clientv3.Op{l.getKey})
+		join := []clientv3.Op{l.predRead, put}
+		nested := wait && l.busy
+		var elseOps []clientv3.Op
+		switch {
+		case !wait:
+			elseOps = l.holderReads
+		case nested:
+			elseOps = []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{l.absent}, join, []clientv3.Op{l.keyRead})}
+		}
+		// An empty queue means our key is absent too: take the lock.
 		resp, err := kv.Txn(ctx).
 			If(l.emptyQueue).
 			Then(clientv3.OpPut(l.infoKey, info, clientv3.WithLease(l.s.Lease())), put).
-			Else(join).
+			Else(elseOps...).
 			Commit()
 		if err != nil {
 			l.undoEnqueue(ctx, entry, info)
 			return queued{}, fmt.Errorf("coord: model lock %q: queue %s: %w", l.model, l.key, err)
 		}
-		q := queued{rev: resp.Header.Revision, at: resp.Header.Revision}
+		l.busy = !resp.Succeeded
 		if resp.Succeeded {
-			q.owned = true
-			return q, nil
+			return queued{rev: resp.Header.Revision, at: resp.Header.Revision, owned: true}, nil
 		}
-		inner := resp.Responses[0].GetResponseTxn()
-		if inner.Succeeded {
-			if wait {
-				q.pred = firstKV(inner.Responses[0].GetResponseRange().Kvs)
-			} else {
-				q.owner = firstKV(inner.Responses[0].GetResponseRange().Kvs)
-				q.info = firstKV(inner.Responses[1].GetResponseRange().Kvs)
+		if !wait {
+			rs := resp.Responses
+			if mine := firstKV(rs[0].GetResponseRange().Kvs); mine != nil {
+				if err := l.removeLeftover(ctx, mine, attempt); err != nil {
+					return queued{}, err
+				}
+				continue
 			}
-			return q, nil
+			return queued{owner: firstKV(rs[1].GetResponseRange().Kvs), info: firstKV(rs[2].GetResponseRange().Kvs)}, nil
 		}
-		mine := firstKV(inner.Responses[0].GetResponseRange().Kvs)
-		if mine == nil || attempt > 0 || !l.ownsEntry(mine.Value) {
-			return queued{}, fmt.Errorf("%w: model %q: key %s exists (another ModelLock or concurrency.Mutex on this session)", ErrLockInUse, l.model, l.key)
+		var joined *pb.TxnResponse
+		if nested {
+			joined = resp.Responses[0].GetResponseTxn()
+		} else {
+			resp, err = kv.Txn(ctx).If(l.absent).Then(join...).Else(l.keyRead).Commit()
+			if err != nil {
+				l.undoEnqueue(ctx, entry, info)
+				return queued{}, fmt.Errorf("coord: model lock %q: queue %s: %w", l.model, l.key, err)
+			}
+			joined = (*pb.TxnResponse)(resp)
 		}
-		// Our own leftover (an earlier attempt failed before it could remove
-		// it): take a fresh place at the end of the queue.
-		if _, err := kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", mine.CreateRevision)).
-			Then(clientv3.OpDelete(l.key)).Commit(); err != nil {
-			return queued{}, fmt.Errorf("coord: model lock %q: remove leftover key %s: %w", l.model, l.key, err)
+		first := firstKV(joined.Responses[0].GetResponseRange().Kvs)
+		if !joined.Succeeded {
+			if err := l.removeLeftover(ctx, first, attempt); err != nil {
+				return queued{}, err
+			}
+			continue
 		}
+		return queued{rev: resp.Header.Revision, at: resp.Header.Revision, pred: first}, nil
 	}
+}
+
+// removeLeftover deletes mine, the key enqueue found in our place, when it is
+// this ModelLock's own leftover (an earlier attempt failed before it could
+// remove it), so that the next attempt takes a fresh place at the end of the
+// queue. A key of anyone else on this session, or one still there after a
+// removal, is ErrLockInUse.
+func (l *ModelLock) removeLeftover(ctx context.Context, mine *mvccpb.KeyValue, attempt int) error {
+	if mine == nil || attempt > 0 || !l.ownsEntry(mine.Value) {
+		return fmt.Errorf("%w: model %q: key %s exists (another ModelLock or concurrency.Mutex on this session)", ErrLockInUse, l.model, l.key)
+	}
+	if _, err := l.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", mine.CreateRevision)).
+		Then(clientv3.OpDelete(l.key)).Commit(); err != nil {
+		return fmt.Errorf("coord: model lock %q: remove leftover key %s: %w", l.model, l.key, err)
+	}
+	return nil
 }
 
 // undoEnqueue removes what a failed enqueue may still have written (an error

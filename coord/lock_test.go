@@ -795,6 +795,98 @@ func TestLockMisuse(t *testing.T) {
 	}
 }
 
+// Lock joins a busy queue in a transaction of its own after an uncontended
+// Lock, and inside its first transaction after a contended one. Both ways
+// remove a leftover key of this ModelLock (an earlier attempt that could not
+// clean up) and take a fresh place behind the holder, and both refuse a key
+// of someone else on the same session; so does TryLock.
+func TestLockJoinsBusyQueueBothWays(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	cli := newClient(t)
+	a := coord.NewModelLock(newSession(t, ctx, cli, 10*time.Second), "m", coord.WithHolder("node-a", "host-a"))
+	s := newSession(t, ctx, cli, 10*time.Second)
+	l := coord.NewModelLock(s, "m", coord.WithHolder("node-l", "host-l"))
+
+	// An uncontended hold, to learn the value of our queue key.
+	if _, err := l.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, l.Key())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("our queue key: %v %v", resp, err)
+	}
+	ours := string(resp.Kvs[0].Value)
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	plant := func() int64 {
+		t.Helper()
+		resp, err := cli.Put(ctx, l.Key(), ours, clientv3.WithLease(s.Lease()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+
+	// The first round joins in a transaction of its own (the last Lock was
+	// uncontended), the second inside the first transaction.
+	for round := range 2 {
+		fa, err := a.Lock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leftover := plant()
+		ch := lockAsync(ctx, l)
+		lockWaitFor(t, ctx, "Lock to replace its leftover", func() (bool, error) {
+			st, _, err := coord.GetLock(ctx, cli, "m")
+			if err != nil || len(st.Waiters) != 1 {
+				return false, err
+			}
+			w := st.Waiters[0]
+			return w.Key == l.Key() && w.Rev > leftover, nil
+		})
+		if err := a.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f := recvLock(t, ctx, ch)
+		if f.Rev <= fa.Rev || f.Rev <= leftover {
+			t.Errorf("round %d: fence %d, want past the holder's %d and the leftover's %d", round, f.Rev, fa.Rev, leftover)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// TryLock on a queue that holds only our leftover takes the lock.
+	leftover := plant()
+	f, err := l.TryLock(ctx)
+	if err != nil || f.Rev <= leftover {
+		t.Fatalf("TryLock over our leftover: fence %d, %v; want a fence past %d", f.Rev, err, leftover)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A concurrency.Mutex on our session holds our key: Lock refuses it on
+	// both ways of joining, and so does TryLock.
+	ms, err := concurrency.NewSession(cli, concurrency.WithLease(s.Lease()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := concurrency.NewMutex(ms, strings.TrimSuffix(coord.LockPrefix("m"), "/"))
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, acquire := range []func(context.Context) (coord.Fence, error){l.Lock, l.Lock, l.TryLock} {
+		if _, err := acquire(ctx); !errors.Is(err, coord.ErrLockInUse) {
+			t.Errorf("acquire %d with a Mutex on our key: %v, want ErrLockInUse", i, err)
+		}
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A waiter keeps its place and gets the lock when the etcd leader is stopped
 // while it waits (its watch is cancelled for lack of a leader and resumed).
 func TestLockWaiterSurvivesLeaderLoss(t *testing.T) {

@@ -60,9 +60,14 @@ var (
 // the lock key still exists with the create revision it had when the lock was
 // taken (the fencing token, Fence.Rev).
 //
-// When the lock is taken, lockinfo/<model> (holder id, host, since, fencing
-// revision) is written in the transaction that confirms ownership, under the
-// session lease, and deleted by Unlock.
+// lockinfo/<model> (holder id, host, since, fencing revision) is written in
+// the transaction that confirms ownership, under the holder's session lease:
+// the holder's own, or the previous holder's Unlock. A holder that knows the
+// ModelLock waiting right after it (it read it when it took the lock) hands
+// the lock over: one transaction deletes its key and writes the successor's
+// lockinfo under the successor's lease, and the successor finds itself the
+// holder with a read. A contended hand-off thus costs one write, as it does
+// for concurrency.Mutex. Otherwise Unlock deletes lockinfo with the key.
 //
 // Lock, TryLock and Unlock must not be called concurrently on one ModelLock;
 // Lost, Err, Fence and Txn may be called from any goroutine.
@@ -185,6 +190,7 @@ func (f Fence) IsZero() bool { return f.Key == "" && f.Rev == 0 }
 type lockHold struct {
 	fence Fence
 	at    int64         // revision the hold was confirmed at
+	next  *successor    // the waiter Unlock hands over to; nil if none is known
 	lost  chan struct{} // closed when the hold ends
 	once  sync.Once
 
@@ -382,12 +388,12 @@ func (l *ModelLock) acquire(ctx context.Context, wait bool) (Fence, error) {
 		return Fence{}, err
 	}
 	if q.owned {
-		return l.acquired(q.rev, q.at), nil
+		return l.acquired(q.rev, q.at, nil), nil
 	}
 	if !wait {
 		return Fence{}, fmt.Errorf("%w: model %q: %s", ErrLocked, l.model, describeHolder(q.owner, q.info))
 	}
-	at, err := l.waitTurn(ctx, q)
+	at, next, err := l.waitTurn(ctx, q)
 	if err != nil {
 		l.dequeue(ctx, q.rev)
 		if ctx.Err() != nil {
@@ -395,7 +401,7 @@ func (l *ModelLock) acquire(ctx context.Context, wait bool) (Fence, error) {
 		}
 		return Fence{}, err
 	}
-	return l.acquired(q.rev, at), nil
+	return l.acquired(q.rev, at, next), nil
 }
 
 // queued is where enqueue put us.
@@ -542,21 +548,25 @@ func firstKV(kvs []*mvccpb.KeyValue) *mvccpb.KeyValue {
 	return kvs[0]
 }
 
-// waitTurn waits until our key is the first of the queue and confirms
-// ownership in a transaction that writes lockinfo. It returns the revision of
-// that transaction.
+// waitTurn waits until our key is the first of the queue and returns the
+// revision ownership was confirmed at, and the waiter after us that Unlock may
+// hand the lock over to (nil if none is known).
 //
 // It waits for the deletion of the direct predecessor only (no herd), then
-// confirms: the confirming transaction succeeds when our key still has its
-// revision and no key of the queue is older; when it fails it returns the new
-// predecessor at the transaction's revision g. The predecessor is watched from
+// reads: when our key is the first and lockinfo names it, the previous holder
+// handed the lock over in its Unlock, and the read is all it takes (a
+// contended hand-off costs one write, the holder's). When our key is the first
+// and nobody handed over (the holder did not know us, or was a plain
+// concurrency.Mutex, or the predecessor gave up), a transaction confirms
+// ownership and writes lockinfo; it succeeds when our key still has its
+// revision and no key of the queue is older. The predecessor is watched from
 // the current revision, because a watch that starts in the future is "synced"
 // in etcd and gets events at once, while one that starts at a past revision is
 // caught up by a loop that runs every 100 ms (the wait concurrency.Mutex pays
 // at each hand-off). The watch's created response carries the revision it
 // starts after; if that is past g (a write came in between), the predecessor
 // may have gone unseen, so it is read once more before waiting.
-func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, error) {
+func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, error) {
 	ctx, cancel := l.withSession(ctx)
 	defer cancel()
 	var (
@@ -565,7 +575,10 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, error) {
 	)
 	defer func() { w.stop() }()
 	older := clientv3.Compare(clientv3.CreateRevision(l.pfx), ">", q.rev-1).WithPrefix()
-	predOpts := append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(q.rev-1))
+	getMine := clientv3.OpGet(l.key)
+	getPred := clientv3.OpGet(l.pfx, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(q.rev-1))...)
+	getNext := clientv3.OpGet(l.pfx, append(clientv3.WithFirstCreate(), clientv3.WithMinCreateRev(q.rev+1))...)
+	fail := func(err error) (int64, *successor, error) { return 0, nil, l.waitErr(err) }
 	pred, g := q.pred, q.at
 	for {
 		if pred != nil {
@@ -577,20 +590,19 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, error) {
 			switch {
 			case err != nil:
 				if ctx.Err() != nil || l.s.Err() != nil {
-					return 0, l.waitErr(err)
+					return fail(err)
 				}
-				// The watch broke (leader lost, stream error): confirm, then
+				// The watch broke (leader lost, stream error): read, then
 				// watch again.
 				w.stop()
 				w = nil
 				if err := retry.wait(ctx); err != nil {
-					return 0, l.waitErr(err)
+					return fail(err)
 				}
 			case !deleted:
 				// The watch started after g: look whether the predecessor went
-				// in between, with a read (no raft entry, unlike the confirm).
-				// A serializable read will do if its member is at w.created or
-				// later: the watch covers what comes after.
+				// in between. A serializable read will do if its member is at
+				// w.created or later: the watch covers what comes after.
 				resp, err := l.s.cli.Get(ctx, w.key, clientv3.WithSerializable())
 				if err == nil && resp.Header.Revision < w.created {
 					resp, err = l.s.cli.Get(ctx, w.key)
@@ -603,36 +615,102 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, error) {
 				}
 			}
 		}
-		resp, err := l.s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", q.rev), older).
-			Then(clientv3.OpPut(l.infoKey, l.holderValue(q.rev), clientv3.WithLease(l.s.Lease()))).
-			Else(clientv3.OpGet(l.key), clientv3.OpGet(l.pfx, predOpts...)).
-			Commit()
+		// Read (no raft entry) whether our turn came, and how.
+		resp, err := l.s.cli.Txn(ctx).Then(getMine, getPred, clientv3.OpGet(l.infoKey), getNext).Commit()
 		if err != nil {
 			if !msgRetryable(ctx, err) {
-				return 0, l.waitErr(fmt.Errorf("coord: model lock %q: confirm %s: %w", l.model, l.key, err))
+				return fail(fmt.Errorf("coord: model lock %q: read queue %s: %w", l.model, l.pfx, err))
 			}
 			if err := retry.wait(ctx); err != nil {
-				return 0, l.waitErr(err)
+				return fail(err)
 			}
 			pred = nil
 			continue
 		}
+		rs := resp.Responses
+		if mine := firstKV(rs[0].GetResponseRange().Kvs); mine == nil || mine.CreateRevision != q.rev {
+			return fail(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
+		}
+		if pred = firstKV(rs[1].GetResponseRange().Kvs); pred != nil {
+			g = resp.Header.Revision
+			continue
+		}
+		if l.handedOver(firstKV(rs[2].GetResponseRange().Kvs), q.rev) {
+			return resp.Header.Revision, successorOf(firstKV(rs[3].GetResponseRange().Kvs)), nil
+		}
+		resp, err = l.s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", q.rev), older).
+			Then(clientv3.OpPut(l.infoKey, l.holderValue(q.rev), clientv3.WithLease(l.s.Lease())), getNext).
+			Else(getMine, getPred).
+			Commit()
+		if err != nil {
+			if !msgRetryable(ctx, err) {
+				return fail(fmt.Errorf("coord: model lock %q: confirm %s: %w", l.model, l.key, err))
+			}
+			if err := retry.wait(ctx); err != nil {
+				return fail(err)
+			}
+			pred = nil
+			continue
+		}
+		rs = resp.Responses
 		if resp.Succeeded {
-			return resp.Header.Revision, nil
+			return resp.Header.Revision, successorOf(firstKV(rs[1].GetResponseRange().Kvs)), nil
 		}
-		mine := firstKV(resp.Responses[0].GetResponseRange().Kvs)
-		if mine == nil || mine.CreateRevision != q.rev {
-			return 0, l.waitErr(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
+		if mine := firstKV(rs[0].GetResponseRange().Kvs); mine == nil || mine.CreateRevision != q.rev {
+			return fail(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
 		}
-		pred, g = firstKV(resp.Responses[1].GetResponseRange().Kvs), resp.Header.Revision
+		pred, g = firstKV(rs[1].GetResponseRange().Kvs), resp.Header.Revision
 		if pred == nil {
 			// Not possible in one transaction; do not spin if it happens.
 			if err := retry.wait(ctx); err != nil {
-				return 0, l.waitErr(err)
+				return fail(err)
 			}
 		}
 	}
+}
+
+// handedOver reports whether lockinfo record info was written for our key
+// with create revision rev: by the previous holder's Unlock, handing the lock
+// over to us.
+func (l *ModelLock) handedOver(info *mvccpb.KeyValue, rev int64) bool {
+	if info == nil || clientv3.LeaseID(info.Lease) != l.s.Lease() {
+		return false
+	}
+	var r holderRecord
+	return json.Unmarshal(info.Value, &r) == nil && r.Key == l.key && r.Rev == rev
+}
+
+// successor is the waiter right after a holder, to which Unlock hands the
+// lock over.
+type successor struct {
+	key   string
+	rev   int64 // create revision
+	lease clientv3.LeaseID
+	entry queueEntry
+}
+
+// successorOf returns queue key kv as a successor when a ModelLock wrote it
+// (a plain concurrency.Mutex waiter writes no holder id, and finds out by
+// itself that it holds the lock), and nil otherwise.
+func successorOf(kv *mvccpb.KeyValue) *successor {
+	if kv == nil {
+		return nil
+	}
+	var e queueEntry
+	if json.Unmarshal(kv.Value, &e) != nil || e.ID == "" || e.Token == "" {
+		return nil
+	}
+	return &successor{key: string(kv.Key), rev: kv.CreateRevision, lease: clientv3.LeaseID(kv.Lease), entry: e}
+}
+
+// info is the lockinfo record of the successor as the holder it becomes.
+func (n *successor) info() string {
+	b, err := json.Marshal(holderRecord{V: SchemaVersion, ID: n.entry.ID, Host: n.entry.Host, Key: n.key, Rev: n.rev, Since: time.Now().UTC()})
+	if err != nil {
+		panic(err) // strings and numbers only
+	}
+	return string(b)
 }
 
 // withSession returns a ctx that also ends when the session does. Calls that
@@ -722,10 +800,14 @@ func (w *predWatch) waitDelete(ctx context.Context, sessionDone <-chan struct{},
 	}
 }
 
-// dequeue removes our queue key after a failed or abandoned attempt.
+// dequeue removes our queue key after a failed or abandoned attempt, and
+// lockinfo when it is under our lease: a holder may have handed the lock over
+// to us just before we gave up.
 func (l *ModelLock) dequeue(ctx context.Context, rev int64) {
 	l.cleanup(ctx, "remove queue key", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.key), "=", rev)},
-		clientv3.OpDelete(l.key))
+		clientv3.OpDelete(l.key), clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(l.infoKey), "=", l.s.Lease())},
+			[]clientv3.Op{clientv3.OpDelete(l.infoKey)}, nil))
 }
 
 // describeHolder reads who holds the lock, for an error message.
@@ -753,8 +835,8 @@ func describeHolder(owner, info *mvccpb.KeyValue) string {
 }
 
 // acquired records a new hold, confirmed at revision at.
-func (l *ModelLock) acquired(rev, at int64) Fence {
-	h := &lockHold{fence: Fence{Key: l.key, Rev: rev}, at: at, lost: make(chan struct{})}
+func (l *ModelLock) acquired(rev, at int64, next *successor) Fence {
+	h := &lockHold{fence: Fence{Key: l.key, Rev: rev}, at: at, next: next, lost: make(chan struct{})}
 	l.mu.Lock()
 	l.cur, l.last = h, h
 	l.mu.Unlock()
@@ -892,7 +974,7 @@ func (l *ModelLock) Unlock(ctx context.Context) error {
 	}
 	// Stop the monitor first so that it does not take our own delete for a loss.
 	watched := l.stopMonitor(h)
-	release := func(err error) error {
+	end := func(err error) error {
 		h.end(err)
 		l.mu.Lock()
 		l.cur = nil
@@ -901,13 +983,13 @@ func (l *ModelLock) Unlock(ctx context.Context) error {
 	}
 	l.checkSession(h)
 	if lost := h.ended(); lost != nil {
-		return release(lost)
+		return end(lost)
 	}
-	resp, err := l.s.cli.Txn(ctx).If(h.fence.Cmp()).Then(clientv3.OpDelete(h.fence.Key), clientv3.OpDelete(l.infoKey)).Commit()
+	released, err := l.release(ctx, h)
 	switch {
 	case err != nil:
 		if serr := l.s.Err(); serr != nil {
-			return release(fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, serr))
+			return end(fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, serr))
 		}
 		h.mu.Lock()
 		h.releasing = false
@@ -916,12 +998,40 @@ func (l *ModelLock) Unlock(ctx context.Context) error {
 			l.startMonitor(h)
 		}
 		return fmt.Errorf("coord: model lock %q: release %s: %w", l.model, h.fence.Key, err)
-	case !resp.Succeeded:
-		return release(fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, errKeyDeleted))
+	case !released:
+		return end(fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, errKeyDeleted))
 	}
-	release(errReleased)
+	end(errReleased)
 	l.lg.Debug("model lock released", zap.String("key", h.fence.Key), zap.Int64("fence", h.fence.Rev))
 	return nil
+}
+
+// release deletes the lock key of hold h in a transaction fenced by it, and
+// reports false when the key was gone. When the waiter after us is a ModelLock
+// known since the hold began, the same transaction hands the lock over: it
+// writes lockinfo for that waiter, under its lease, so that the waiter finds
+// itself the holder with a read and writes nothing (see waitTurn). Otherwise,
+// or when that waiter has left the queue, lockinfo is deleted with the key.
+func (l *ModelLock) release(ctx context.Context, h *lockHold) (bool, error) {
+	if n := h.next; n != nil {
+		resp, err := l.s.cli.Txn(ctx).
+			If(h.fence.Cmp(), clientv3.Compare(clientv3.CreateRevision(n.key), "=", n.rev)).
+			Then(clientv3.OpDelete(h.fence.Key), clientv3.OpPut(l.infoKey, n.info(), clientv3.WithLease(n.lease))).
+			Else(clientv3.OpGet(h.fence.Key)).
+			Commit()
+		if err != nil || resp.Succeeded {
+			return err == nil, err
+		}
+		if kv := firstKV(resp.Responses[0].GetResponseRange().Kvs); kv == nil || kv.CreateRevision != h.fence.Rev {
+			return false, nil
+		}
+		// The waiter left: release without handing over.
+	}
+	resp, err := l.s.cli.Txn(ctx).If(h.fence.Cmp()).Then(clientv3.OpDelete(h.fence.Key), clientv3.OpDelete(l.infoKey)).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
 }
 
 // LockEntry is one key of a model's lock queue.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -884,6 +885,141 @@ func TestLockJoinsBusyQueueBothWays(t *testing.T) {
 	}
 	if err := m.Unlock(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// lockInfo reads lockinfo/<model>; nil when there is none.
+func lockInfo(t *testing.T, ctx context.Context, cli *clientv3.Client, model string) *mvccpb.KeyValue {
+	t.Helper()
+	resp, err := cli.Get(ctx, coord.LockInfoKey(model))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	return resp.Kvs[0]
+}
+
+// A holder that took the lock with a ModelLock waiting behind it hands the
+// lock over in its Unlock: one transaction deletes its key and writes the
+// waiter's lockinfo under the waiter's lease, and the waiter's Lock returns
+// without writing anything.
+func TestLockHandsOverToNextWaiter(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	cli := newClient(t)
+	newLock := func(id string) (*coord.ModelLock, *coord.Session) {
+		s := newSession(t, ctx, cli, 10*time.Second)
+		return coord.NewModelLock(s, "m", coord.WithHolder(id, "host-"+id)), s
+	}
+	x, _ := newLock("node-x")
+	a, _ := newLock("node-a")
+	b, sb := newLock("node-b")
+	if _, err := x.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cha := lockAsync(ctx, a)
+	waitQueued(t, ctx, cli, "m", 1)
+	chb := lockAsync(ctx, b)
+	waitQueued(t, ctx, cli, "m", 2)
+	// x took the lock on an empty queue and knows no successor: a confirms
+	// by itself, and learns that b comes next.
+	if err := x.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fa := recvLock(t, ctx, cha)
+	if err := a.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fb := recvLock(t, ctx, chb)
+	info := lockInfo(t, ctx, cli, "m")
+	if info == nil {
+		t.Fatal("no lockinfo after the hand-over")
+	}
+	if clientv3.LeaseID(info.Lease) != sb.Lease() {
+		t.Errorf("lockinfo lease %x, want b's %x", info.Lease, sb.Lease())
+	}
+	st, rev, err := coord.GetLock(ctx, cli, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := st.Holder; h.ID != "node-b" || h.Host != "host-node-b" || h.Key != b.Key() || h.Rev != fb.Rev {
+		t.Errorf("holder after the hand-over: %+v, want node-b on host-node-b with key %s, fence %d", h, b.Key(), fb.Rev)
+	}
+	// a's key went in the transaction that wrote lockinfo, and nothing was
+	// written since: b's Lock only read.
+	hist, err := cli.Get(ctx, a.Key(), clientv3.WithRev(info.ModRevision-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist.Kvs) != 1 || hist.Kvs[0].CreateRevision != fa.Rev {
+		t.Errorf("a's key (fence %d) was not there just before the hand-over at revision %d: %v", fa.Rev, info.ModRevision, hist.Kvs)
+	}
+	if now, err := cli.Get(ctx, a.Key(), clientv3.WithRev(info.ModRevision)); err != nil || len(now.Kvs) != 0 {
+		t.Errorf("a's key still there at the hand-over revision %d: %v %v", info.ModRevision, now, err)
+	}
+	if rev != info.ModRevision {
+		t.Errorf("etcd is at revision %d after b's Lock, the hand-over was at %d: b wrote", rev, info.ModRevision)
+	}
+	// b knows no successor: its Unlock deletes lockinfo with its key.
+	if err := b.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info := lockInfo(t, ctx, cli, "m"); info != nil {
+		t.Errorf("lockinfo left after the last Unlock: %s", info.Value)
+	}
+}
+
+// A holder whose known successor left the queue releases without handing
+// over; a waiter that gives up removes lockinfo written for it.
+func TestLockHandOverToWaiterThatLeft(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	cli := newClient(t)
+	x := coord.NewModelLock(newSession(t, ctx, cli, 10*time.Second), "m", coord.WithHolder("node-x", "h"))
+	a := coord.NewModelLock(newSession(t, ctx, cli, 10*time.Second), "m", coord.WithHolder("node-a", "h"))
+	sb := newSession(t, ctx, cli, 10*time.Second)
+	b := coord.NewModelLock(sb, "m", coord.WithHolder("node-b", "h"))
+	if _, err := x.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cha := lockAsync(ctx, a)
+	waitQueued(t, ctx, cli, "m", 1)
+	bctx, cancelB := context.WithCancel(ctx)
+	defer cancelB()
+	chb := lockAsync(bctx, b)
+	waitQueued(t, ctx, cli, "m", 2)
+	if err := x.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recvLock(t, ctx, cha) // a knows b as its successor
+	// As if a had just handed over to b: lockinfo under b's lease. b gives
+	// up before it notices, and takes that record with its key.
+	if _, err := cli.Put(ctx, coord.LockInfoKey("m"), `{"v":1,"id":"node-b"}`, clientv3.WithLease(sb.Lease())); err != nil {
+		t.Fatal(err)
+	}
+	cancelB()
+	if r := <-chb; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("b's Lock after its ctx was cancelled: %v", r.err)
+	}
+	if info := lockInfo(t, ctx, cli, "m"); info != nil {
+		t.Errorf("lockinfo under the lease of a waiter that gave up is still there: %s", info.Value)
+	}
+	st, _, err := coord.GetLock(ctx, cli, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Waiters) != 0 {
+		t.Fatalf("b left a queue key: %+v", st.Waiters)
+	}
+	// a's Unlock finds its successor gone and releases plainly.
+	if err := a.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := coord.GetLock(ctx, cli, "m"); !errors.Is(err, coord.ErrNotLocked) {
+		t.Errorf("after a's Unlock: %v, want ErrNotLocked", err)
+	}
+	if info := lockInfo(t, ctx, cli, "m"); info != nil {
+		t.Errorf("lockinfo after a's Unlock: %s", info.Value)
 	}
 }
 

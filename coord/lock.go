@@ -21,29 +21,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Model lock errors. They live here rather than in errors.go so that the lock
-// can change without touching a file other parts edit.
-var (
-	// ErrLocked is returned by TryLock, and by Lock when its ctx ends, while
-	// another holder has the lock; the error names the holder.
-	ErrLocked = errors.New("coord: model is locked")
-	// ErrLockLost is returned by a fenced write, and by Unlock, when the lock
-	// that fenced it is no longer held: the session was lost or the lock key
-	// was deleted (katoctl locks break). Err reports it after Lost is closed.
-	ErrLockLost = errors.New("coord: model lock lost")
-	// ErrNotLocked is returned by Unlock and fenced writes when the ModelLock
-	// holds nothing, and by GetLock and BreakLock for a model nobody holds.
-	ErrNotLocked = errors.New("coord: model lock not held")
-	// ErrLockInUse is returned by Lock and TryLock when the session already has
-	// a key in the model's lock queue that is not this ModelLock's (another
-	// ModelLock or a concurrency.Mutex on the same session and model): the two
-	// would share one key and both believe they hold the lock.
-	ErrLockInUse = errors.New("coord: session already queues for this model lock")
-	// ErrOutsideModel is returned by a fenced write that would change a key
-	// outside models/<model>/ of the model whose lock fences it.
-	ErrOutsideModel = errors.New("coord: fenced write outside the model")
-)
-
 // ModelLock is the lock on one model, on the process Session. A model may be
 // written by one holder at a time.
 //

@@ -18,21 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Mailbox errors. They live here rather than in errors.go while the mailbox is
-// new; check them with errors.Is.
-var (
-	// ErrBodyTooLarge is returned by Send for a body above MaxBodySize.
-	ErrBodyTooLarge = errors.New("coord: message body too large")
-	// ErrInvalidMessage is returned by Send for a bad kind or a body that is
-	// not UTF-8 text.
-	ErrInvalidMessage = errors.New("coord: invalid message")
-	// ErrInvalidTTL is returned by Send for a TTL outside [MinMessageTTL, MaxMessageTTL].
-	ErrInvalidTTL = errors.New("coord: message TTL out of range")
-	// ErrReceiving is returned by Receive while another Receive of the same
-	// Mailbox is running.
-	ErrReceiving = errors.New("coord: mailbox is already receiving")
-)
-
 // Message limits and defaults.
 const (
 	// MaxBodySize bounds a message body in bytes, well under etcd's 1.5 MiB

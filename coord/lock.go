@@ -556,6 +556,17 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 	getPred := clientv3.OpGet(l.pfx, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(q.rev-1))...)
 	getNext := clientv3.OpGet(l.pfx, append(clientv3.WithFirstCreate(), clientv3.WithMinCreateRev(q.rev+1))...)
 	fail := func(err error) (int64, *successor, error) { return 0, nil, l.waitErr(err) }
+	// again waits before a retry after a failed read or confirm, or says why
+	// not to retry.
+	again := func(what string, err error) error {
+		if !msgRetryable(ctx, err) {
+			return fmt.Errorf("coord: model lock %q: %s: %w", l.model, what, err)
+		}
+		return retry.wait(ctx)
+	}
+	gone := func() (int64, *successor, error) {
+		return fail(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
+	}
 	pred, g := q.pred, q.at
 	for {
 		if pred != nil {
@@ -595,10 +606,7 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 		// Read (no raft entry) whether our turn came, and how.
 		resp, err := l.s.cli.Txn(ctx).Then(getMine, getPred, clientv3.OpGet(l.infoKey), getNext).Commit()
 		if err != nil {
-			if !msgRetryable(ctx, err) {
-				return fail(fmt.Errorf("coord: model lock %q: read queue %s: %w", l.model, l.pfx, err))
-			}
-			if err := retry.wait(ctx); err != nil {
+			if err := again("read queue "+l.pfx, err); err != nil {
 				return fail(err)
 			}
 			pred = nil
@@ -606,7 +614,7 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 		}
 		rs := resp.Responses
 		if mine := firstKV(rs[0].GetResponseRange().Kvs); mine == nil || mine.CreateRevision != q.rev {
-			return fail(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
+			return gone()
 		}
 		if pred = firstKV(rs[1].GetResponseRange().Kvs); pred != nil {
 			g = resp.Header.Revision
@@ -615,35 +623,24 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 		if l.handedOver(firstKV(rs[2].GetResponseRange().Kvs), q.rev) {
 			return resp.Header.Revision, successorOf(firstKV(rs[3].GetResponseRange().Kvs)), nil
 		}
+		// Our key was the first: confirm. No older key can appear (keys are
+		// created at new revisions), so the confirm fails only when our key
+		// went.
 		resp, err = l.s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", q.rev), older).
 			Then(clientv3.OpPut(l.infoKey, l.holderValue(q.rev), clientv3.WithLease(l.s.Lease())), getNext).
-			Else(getMine, getPred).
 			Commit()
 		if err != nil {
-			if !msgRetryable(ctx, err) {
-				return fail(fmt.Errorf("coord: model lock %q: confirm %s: %w", l.model, l.key, err))
-			}
-			if err := retry.wait(ctx); err != nil {
+			if err := again("confirm "+l.key, err); err != nil {
 				return fail(err)
 			}
 			pred = nil
 			continue
 		}
-		rs = resp.Responses
-		if resp.Succeeded {
-			return resp.Header.Revision, successorOf(firstKV(rs[1].GetResponseRange().Kvs)), nil
+		if !resp.Succeeded {
+			return gone()
 		}
-		if mine := firstKV(rs[0].GetResponseRange().Kvs); mine == nil || mine.CreateRevision != q.rev {
-			return fail(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
-		}
-		pred, g = firstKV(rs[1].GetResponseRange().Kvs), resp.Header.Revision
-		if pred == nil {
-			// Not possible in one transaction; do not spin if it happens.
-			if err := retry.wait(ctx); err != nil {
-				return fail(err)
-			}
-		}
+		return resp.Header.Revision, successorOf(firstKV(resp.Responses[1].GetResponseRange().Kvs)), nil
 	}
 }
 

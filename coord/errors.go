@@ -53,4 +53,7 @@ var (
 	// ErrReceiving is returned by Receive while another Receive of the same
 	// Mailbox is running.
 	ErrReceiving = errors.New("coord: mailbox is already receiving")
+	// ErrInboxInUse is returned by RemoveInbox while the inbox's instance is
+	// registered.
+	ErrInboxInUse = errors.New("coord: inbox belongs to a registered instance")
 )

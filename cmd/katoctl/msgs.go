@@ -17,7 +17,7 @@ import (
 	"github.com/kato-coord/kato/coord"
 )
 
-// msgCommand is `katoctl msg send|ls|recv`.
+// msgCommand is `katoctl msg send|ls|rm|recv`.
 func msgCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "msg",
@@ -54,6 +54,29 @@ func msgCommand() *cli.Command {
 						return err
 					}
 					return withEtcd(c, func(e env) error { return msgList(c, e, id) })
+				},
+			},
+			{
+				Name:  "rm",
+				Usage: "delete every message waiting for an instance that is not registered (an inbox nobody will read)",
+				Description: "Refused while an instance with that id is registered: it reads its own messages.\n" +
+					"The check and the delete are one etcd transaction.",
+				ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					id, err := oneID(c)
+					if err != nil {
+						return err
+					}
+					return withEtcd(c, func(e env) error {
+						ctx, cancel := cliutil.CommandContext(c)
+						defer cancel()
+						n, err := coord.RemoveInbox(ctx, e.cli.KV, id)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "removed %d messages waiting for %s\n", n, id)
+						return nil
+					})
 				},
 			},
 			{

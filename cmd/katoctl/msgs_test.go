@@ -219,3 +219,28 @@ func TestMsgRecvFollowPrintsAsMessagesArrive(t *testing.T) {
 		t.Fatalf("after recv --follow: %d pending (%v)", len(msgs), err)
 	}
 }
+
+// msg rm deletes the inbox of an id nobody has registered and refuses a
+// registered instance's inbox.
+func TestMsgRm(t *testing.T) {
+	flags, mb := msgEtcd(t, coord.Instance{ID: "alpha", Name: "alpha", Model: "m1", Status: coord.StatusRunning, StartedAt: time.Now()})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, to := range []string{"alpha", "old", "old"} {
+		if _, err := mb.Send(ctx, to, coord.Message{Body: "x"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := katoctl(t, nil, append(flags, "msg", "rm", "alpha")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "alpha is registered and reads its own messages") {
+		t.Fatalf("rm of a registered inbox: exit %d, %q", r.code, r.stderr)
+	}
+	r = katoctl(t, nil, append(flags, "msg", "rm", "old")...)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "removed 2 messages waiting for old" {
+		t.Fatalf("rm old: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = katoctl(t, nil, append(flags, "msg", "ls", "alpha")...)
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 2 {
+		t.Fatalf("alpha's inbox after the refused rm:\n%s", r.stdout)
+	}
+}

@@ -27,12 +27,13 @@ type Directory struct {
 	holders   map[string]string // model -> holder instance id
 	ready     chan struct{}     // closed after the first full listing
 	readyOnce sync.Once
+	changed   chan struct{} // closed and replaced on every change
 }
 
 // NewDirectory returns an empty directory; Run fills it.
 func NewDirectory(cli *clientv3.Client, lg *zap.Logger) *Directory {
 	return &Directory{cli: cli, lg: lg.Named("directory"), instances: map[string]coord.Instance{},
-		holders: map[string]string{}, ready: make(chan struct{})}
+		holders: map[string]string{}, ready: make(chan struct{}), changed: make(chan struct{})}
 }
 
 // Run keeps the directory current until ctx ends.
@@ -45,6 +46,7 @@ func (d *Directory) Run(ctx context.Context) error {
 			for _, in := range list {
 				d.instances[in.ID] = in
 			}
+			d.bump()
 			d.mu.Unlock()
 			rev = r
 			break
@@ -69,6 +71,7 @@ func (d *Directory) Run(ctx context.Context) error {
 		} else {
 			d.instances[ev.Instance.ID] = ev.Instance
 		}
+		d.bump()
 	})
 	herr := <-errc
 	if ctx.Err() != nil {
@@ -79,6 +82,20 @@ func (d *Directory) Run(ctx context.Context) error {
 
 // Ready is closed once the directory has listed the cluster.
 func (d *Directory) Ready() <-chan struct{} { return d.ready }
+
+// Changed returns a channel that is closed at the next change of the
+// directory (an instance or a lock holder); call it again after each change.
+func (d *Directory) Changed() <-chan struct{} {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.changed
+}
+
+// bump signals a change; d.mu must be held for writing.
+func (d *Directory) bump() {
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
 
 type holderInfo struct {
 	ID string `json:"id"`
@@ -108,6 +125,7 @@ func (d *Directory) watchHolders(ctx context.Context, listed chan<- struct{}) er
 		}
 		d.mu.Lock()
 		d.holders = holders
+		d.bump()
 		d.mu.Unlock()
 		select {
 		case listed <- struct{}{}:
@@ -146,6 +164,7 @@ func (d *Directory) followHolders(ctx context.Context, prefix string, next *int6
 				d.holders[model] = h.ID
 			}
 		}
+		d.bump()
 		d.mu.Unlock()
 		if n := len(resp.Events); n > 0 {
 			*next = resp.Events[n-1].Kv.ModRevision + 1
@@ -161,6 +180,17 @@ func (d *Directory) Instances() []coord.Instance {
 	out := make([]coord.Instance, 0, len(d.instances))
 	for _, in := range d.instances {
 		out = append(out, in)
+	}
+	return out
+}
+
+// Holders returns the holder instance id of every locked model.
+func (d *Directory) Holders() map[string]string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make(map[string]string, len(d.holders))
+	for m, id := range d.holders {
+		out[m] = id
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/metrics"
+	"github.com/kato-coord/kato/node/console"
 )
 
 // ErrStopRequested ends a session epoch when a stop was asked for (signal or
@@ -33,6 +34,7 @@ type Node struct {
 	reg     *prometheus.Registry
 	m       *metrics.Metrics
 	dir     *Directory
+	console *console.Console
 	engine  *engine
 	started time.Time
 
@@ -81,6 +83,7 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 		stopCh:  make(chan struct{}),
 	}
 	n.dir = NewDirectory(cli, n.lg)
+	n.console = n.newConsole()
 	n.engine = newEngine(n)
 	n.m.Info.WithLabelValues(cfg.ID, cfg.Name, cfg.Model, cfg.Version).Set(1)
 	n.m.SetState(string(coord.StatusStarting))
@@ -116,8 +119,11 @@ func (n *Node) Run(ctx context.Context) error {
 	defer func() { cancelBG(); wg.Wait() }()
 	wg.Add(1)
 	go func() { defer wg.Done(); n.dir.Run(bg) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); n.console.Run(bg) }()
 
 	srv := &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return bg }}
+	srv.RegisterOnShutdown(n.console.Close) // open console pages must not hold the shutdown up
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(n.ln) }()
 	n.lg.Info("serving", zap.String("api", n.apiURL), zap.String("model", n.cfg.Model))

@@ -91,6 +91,9 @@ type Options struct {
 	// RetryAfter is the Retry-After of 503 answers (seconds, default 1).
 	RetryAfter int
 	Logger     *zap.Logger
+	// Console, when set, serves the web console below /ui/: the page without
+	// the token (it asks the user for it), /ui/api/ behind it.
+	Console http.Handler
 }
 
 type handler struct {
@@ -144,6 +147,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection (flushes of the
+// console's event stream).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
@@ -180,6 +187,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) string {
 		h.b.MetricsHandler().ServeHTTP(w, r)
 		return "metrics"
 	}
+	console := h.opts.Console != nil && (path == "/ui" || strings.HasPrefix(path, "/ui/"))
+	if console && !strings.HasPrefix(path, "/ui/api/") {
+		h.opts.Console.ServeHTTP(w, r)
+		return "ui"
+	}
 	if !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kato"`)
 		h.fail(w, http.StatusUnauthorized, "UNAUTHORIZED", "missing or wrong bearer token")
@@ -190,6 +202,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) string {
 		return "other"
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
+	if console {
+		h.opts.Console.ServeHTTP(w, r)
+		return "ui_api"
+	}
 	switch path {
 	case "/v1/sd":
 		writeJSON(w, http.StatusOK, h.b.SD())

@@ -1,0 +1,335 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kato-coord/kato/coord"
+)
+
+// Bounds of one poll, so that a large cluster costs etcd a bounded read.
+const (
+	maxLeaseReads  = 200   // instance leases asked for their TTL
+	maxModelReads  = 100   // models counted
+	maxInboxKeys   = 10000 // inbox keys listed
+	sizeScanLimit  = 5000  // a model with more keys is not measured
+	requestTimeout = 2 * time.Second
+	minPollGap     = 300 * time.Millisecond
+)
+
+// pollResult is what the poller read last.
+type pollResult struct {
+	at          time.Time
+	leases      map[string]leaseTTL // by lease hex
+	locks       []coord.LockState
+	models      map[string]modelStats
+	inboxes     []inboxView
+	inboxesMore bool
+	inboxErr    string
+	etcd        etcdView
+	etcdAt      time.Time
+}
+
+type leaseTTL struct{ left, granted int64 }
+
+type modelStats struct {
+	patterns, vectors, size int64
+	last                    *lastWrite
+	metaRev                 int64
+}
+
+// lastWrite is the model's meta record: who wrote it last, when, under which fence.
+type lastWrite struct {
+	Writer string    `json:"writer"`
+	Host   string    `json:"host"`
+	Fence  int64     `json:"fence"`
+	At     time.Time `json:"at"`
+}
+
+type inboxView struct {
+	ID         string    `json:"id"`
+	Registered bool      `json:"registered"`
+	Pending    int       `json:"pending"`
+	Oldest     time.Time `json:"oldest"`
+	Newest     time.Time `json:"newest"`
+	// ExpiresIn is the seconds until the oldest message's lease runs out; -1
+	// when unknown.
+	ExpiresIn int64 `json:"expires_in_s"`
+}
+
+type messagesView struct {
+	Inboxes []inboxView `json:"inboxes"`
+	More    bool        `json:"more"`
+	Error   string      `json:"error,omitempty"`
+}
+
+type memberView struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Endpoint string `json:"endpoint"`
+	Leader   bool   `json:"leader"`
+	Learner  bool   `json:"learner"`
+	Version  string `json:"version,omitempty"`
+	DBSize   int64  `json:"db_size"`
+	DBInUse  int64  `json:"db_in_use"`
+	Quota    int64  `json:"quota"`
+	Error    string `json:"error,omitempty"`
+}
+
+type etcdView struct {
+	Members []memberView `json:"members"`
+	Leader  string       `json:"leader"`
+	Alarms  []string     `json:"alarms"`
+	Error   string       `json:"error,omitempty"`
+}
+
+// poll reads what no watch gives, while a page is open: at every Interval, and
+// soon after a change of the directory (at most every minPollGap).
+func (c *Console) poll(ctx context.Context) {
+	tick := time.NewTicker(c.cfg.Interval)
+	defer tick.Stop()
+	var last time.Time
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-c.kick:
+			if wait := minPollGap - time.Since(last); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
+		}
+		if c.viewers.Load() == 0 {
+			continue
+		}
+		last = time.Now()
+		c.readOnce(ctx, n%3 == 0)
+		n++
+	}
+}
+
+// readOnce reads leases, locks, model stats and inboxes, and etcd's members
+// when withEtcd, then publishes.
+func (c *Console) readOnce(ctx context.Context, withEtcd bool) {
+	list := c.cfg.Directory.Instances()
+	c.mu.Lock()
+	prev := c.polled
+	c.mu.Unlock()
+	p := pollResult{at: time.Now(), leases: map[string]leaseTTL{}, models: map[string]modelStats{},
+		etcd: prev.etcd, etcdAt: prev.etcdAt}
+	cli := c.cfg.Client
+
+	for i, in := range list {
+		if i >= maxLeaseReads {
+			break
+		}
+		var id int64
+		if _, err := fmt.Sscanf(in.LeaseID, "%x", &id); err != nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		resp, err := cli.TimeToLive(rctx, clientv3.LeaseID(id))
+		cancel()
+		if err == nil {
+			p.leases[in.LeaseID] = leaseTTL{left: max(resp.TTL, 0), granted: resp.GrantedTTL}
+		}
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	locks, _, err := coord.ListLocks(rctx, cli.KV)
+	cancel()
+	if err == nil {
+		p.locks = locks
+	} else {
+		p.locks = prev.locks
+		c.lg.Debug("list locks", zap.Error(err))
+	}
+
+	models := map[string]bool{}
+	for _, in := range list {
+		models[in.Model] = true
+	}
+	for _, l := range p.locks {
+		models[l.Model] = true
+	}
+	n := 0
+	for m := range models {
+		if m == "" || n >= maxModelReads {
+			continue
+		}
+		n++
+		st, err := c.modelStats(ctx, m, prev.models[m])
+		if err != nil {
+			c.lg.Debug("model stats", zap.String("model", m), zap.Error(err))
+			if old, ok := prev.models[m]; ok {
+				p.models[m] = old
+			}
+			continue
+		}
+		p.models[m] = st
+	}
+
+	p.inboxes, p.inboxesMore, p.inboxErr = c.readInboxes(ctx)
+	if withEtcd || prev.etcdAt.IsZero() {
+		p.etcd, p.etcdAt = c.readEtcd(ctx), time.Now()
+	}
+
+	c.mu.Lock()
+	c.polled = p
+	c.publish(time.Now())
+	c.mu.Unlock()
+}
+
+// modelStats counts a model's patterns and vectors (count-only reads) and
+// reads its meta record. The size is the bytes of its keys and values, read
+// again only when the model changed and only for models of at most
+// sizeScanLimit keys; -1 otherwise. (The counts follow the store's layout of
+// one key per pattern and vector, models/<model>/patterns/ and vectors/.)
+func (c *Console) modelStats(ctx context.Context, model string, prev modelStats) (modelStats, error) {
+	pfx := coord.ModelPrefix(model)
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	resp, err := c.cfg.Client.Txn(rctx).Then(
+		clientv3.OpGet(pfx+"patterns/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(pfx+"vectors/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(pfx, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(pfx+"meta"),
+	).Commit()
+	if err != nil {
+		return prev, err
+	}
+	st := modelStats{
+		patterns: resp.Responses[0].GetResponseRange().Count,
+		vectors:  resp.Responses[1].GetResponseRange().Count,
+		size:     -1,
+	}
+	keys := resp.Responses[2].GetResponseRange().Count
+	if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) == 1 {
+		st.metaRev = kvs[0].ModRevision
+		var m struct {
+			Writer    string    `json:"writer"`
+			Host      string    `json:"host"`
+			Fence     int64     `json:"fence"`
+			WrittenAt time.Time `json:"written_at"`
+		}
+		if json.Unmarshal(kvs[0].Value, &m) == nil {
+			st.last = &lastWrite{Writer: m.Writer, Host: m.Host, Fence: m.Fence, At: m.WrittenAt}
+		}
+	}
+	switch {
+	case keys > sizeScanLimit:
+	case prev.size >= 0 && prev.metaRev == st.metaRev && st.metaRev != 0:
+		st.size = prev.size
+	default:
+		r, err := c.cfg.Client.Get(rctx, pfx, clientv3.WithPrefix(), clientv3.WithLimit(sizeScanLimit+1))
+		if err != nil {
+			return prev, err
+		}
+		if !r.More {
+			var size int64
+			for _, kv := range r.Kvs {
+				size += int64(len(kv.Key) + len(kv.Value))
+			}
+			st.size = size
+		}
+	}
+	return st, nil
+}
+
+// readInboxes lists the inboxes and asks when their oldest messages expire.
+func (c *Console) readInboxes(ctx context.Context) ([]inboxView, bool, string) {
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	list, more, err := coord.ListInboxes(rctx, c.cfg.Client.KV, maxInboxKeys)
+	if err != nil {
+		return nil, false, err.Error()
+	}
+	ttls := map[clientv3.LeaseID]int64{}
+	out := make([]inboxView, len(list))
+	for i, ib := range list {
+		v := inboxView{ID: ib.ID, Pending: ib.Pending, Oldest: ib.Oldest, Newest: ib.Newest, ExpiresIn: -1}
+		if l := ib.OldestLease; l != 0 {
+			ttl, ok := ttls[l]
+			if !ok {
+				ttl = -1
+				if resp, err := c.cfg.Client.TimeToLive(rctx, l); err == nil && resp.TTL >= 0 {
+					ttl = resp.TTL
+				}
+				ttls[l] = ttl
+			}
+			v.ExpiresIn = ttl
+		}
+		out[i] = v
+	}
+	return out, more, ""
+}
+
+// readEtcd reads the members, each member's status and the alarms.
+func (c *Console) readEtcd(ctx context.Context) etcdView {
+	cli := c.cfg.Client
+	v := etcdView{Members: []memberView{}, Alarms: []string{}}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	ml, err := cli.MemberList(rctx)
+	if err != nil {
+		v.Error = fmt.Sprintf("member list: %v", err)
+		return v
+	}
+	names := map[uint64]string{}
+	for _, m := range ml.Members {
+		mv := memberView{ID: fmt.Sprintf("%x", m.ID), Name: m.Name, Learner: m.IsLearner}
+		names[m.ID] = m.Name
+		if len(m.ClientURLs) == 0 {
+			mv.Error = "not started"
+			v.Members = append(v.Members, mv)
+			continue
+		}
+		mv.Endpoint = m.ClientURLs[0]
+		sctx, scancel := context.WithTimeout(ctx, requestTimeout)
+		st, err := cli.Status(sctx, mv.Endpoint)
+		scancel()
+		if err != nil {
+			mv.Error = err.Error()
+		} else {
+			mv.Version, mv.DBSize, mv.DBInUse, mv.Quota = st.Version, st.DbSize, st.DbSizeInUse, st.DbSizeQuota
+			mv.Leader = st.Leader == m.ID
+			if len(st.Errors) > 0 {
+				mv.Error = strings.Join(st.Errors, "; ")
+			}
+		}
+		if mv.Leader {
+			v.Leader = m.Name
+		}
+		v.Members = append(v.Members, mv)
+	}
+	al, err := cli.AlarmList(rctx)
+	if err != nil {
+		v.Alarms = append(v.Alarms, fmt.Sprintf("alarm list: %v", err))
+		return v
+	}
+	for _, a := range al.Alarms {
+		if a.Alarm == pb.AlarmType_NONE {
+			continue
+		}
+		name := names[a.MemberID]
+		if name == "" {
+			name = fmt.Sprintf("%x", a.MemberID)
+		}
+		v.Alarms = append(v.Alarms, fmt.Sprintf("%s on member %s", a.Alarm, name))
+	}
+	return v
+}

@@ -1,0 +1,325 @@
+package console_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/coord/etcdtest"
+	"github.com/kato-coord/kato/node"
+)
+
+const token = "tok"
+
+// runNode runs a node in-process on etc and returns it with a func that
+// stops it and says how long Run took to return.
+func runNode(t *testing.T, etc *etcdtest.Cluster, id, model string) (*node.Node, func() time.Duration) {
+	t.Helper()
+	cli := etc.Client(t)
+	coord.Namespace(cli, coord.DefaultPrefix)
+	n, err := node.New(node.Config{ID: id, Model: model, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1",
+		TTL: 2 * time.Second, APIToken: token, DrainTimeout: 30 * time.Second}, cli, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var stopped bool
+	stop := func() time.Duration {
+		if stopped {
+			return 0
+		}
+		stopped = true
+		start := time.Now()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run of %s: %v", id, err)
+		}
+		return time.Since(start)
+	}
+	t.Cleanup(func() { stop() })
+	return n, stop
+}
+
+// stream is an open /ui/api/events stream.
+type stream struct {
+	t    *testing.T
+	evs  chan [2]string // event name, data
+	body io.ReadCloser
+}
+
+func openStream(t *testing.T, base, tok string) (*stream, int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/ui/api/events", nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, resp.StatusCode
+	}
+	s := &stream{t: t, evs: make(chan [2]string, 1024), body: resp.Body}
+	t.Cleanup(func() { resp.Body.Close() })
+	go func() {
+		defer close(s.evs)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var name string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				name = line[len("event: "):]
+			case strings.HasPrefix(line, "data: "):
+				s.evs <- [2]string{name, line[len("data: "):]}
+			}
+		}
+	}()
+	return s, http.StatusOK
+}
+
+type envelope[T any] struct {
+	Self string `json:"self"`
+	Data T      `json:"data"`
+}
+
+type instanceRow struct {
+	ID     string  `json:"id"`
+	Status string  `json:"status"`
+	GoneAt *string `json:"gone_at"`
+}
+
+type modelRow struct {
+	Model   string `json:"model"`
+	Holder  string `json:"holder"`
+	Waiters []struct {
+		ID string `json:"id"`
+	} `json:"waiters"`
+}
+
+// waitFor reads events until ok holds for one of section's, or d passes.
+func waitFor[T any](s *stream, section string, d time.Duration, ok func(T) bool) T {
+	s.t.Helper()
+	deadline := time.After(d)
+	var last string
+	for {
+		select {
+		case ev, open := <-s.evs:
+			if !open {
+				s.t.Fatalf("stream ended while waiting for %s (last: %s)", section, last)
+			}
+			if ev[0] != section {
+				continue
+			}
+			last = ev[1]
+			var env envelope[T]
+			if err := json.Unmarshal([]byte(ev[1]), &env); err != nil {
+				s.t.Fatalf("%s event does not decode: %v: %s", section, err, ev[1])
+			}
+			if ok(env.Data) {
+				return env.Data
+			}
+		case <-deadline:
+			s.t.Fatalf("no %s event as wanted within %v; last: %s", section, d, last)
+		}
+	}
+}
+
+func row(rows []instanceRow, id string) (instanceRow, bool) {
+	for _, r := range rows {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return instanceRow{}, false
+}
+
+func post(t *testing.T, base, path, ctype, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// The page is served without the token and with a CSP that allows no inline
+// script; the stream needs the token, follows the registry and the lock
+// queue, shows a stopped node as gone, and ends when the node shuts down, so
+// that an open page does not hold the shutdown up for the drain timeout.
+func TestStreamFollowsClusterAndEndsOnShutdown(t *testing.T) {
+	etc := etcdtest.New(t)
+	a, stopA := runNode(t, etc, "a", "m")
+	base := a.APIURL()
+
+	resp, err := http.Get(base + "/ui/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), `<script src="app.js" defer>`) ||
+		!strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+		t.Fatalf("GET /ui/: %d, CSP %q\n%s", resp.StatusCode, resp.Header.Get("Content-Security-Policy"), page)
+	}
+	if _, code := openStream(t, base, ""); code != http.StatusUnauthorized {
+		t.Fatalf("stream without the token: %d, want 401", code)
+	}
+	if _, code := openStream(t, base, "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("stream with a wrong token: %d, want 401", code)
+	}
+
+	s, _ := openStream(t, base, token)
+	waitFor(s, "instances", 20*time.Second, func(rows []instanceRow) bool {
+		r, ok := row(rows, "a")
+		return ok && r.Status == "running"
+	})
+	_, _ = runNode(t, etc, "b", "m")
+	waitFor(s, "instances", 20*time.Second, func(rows []instanceRow) bool {
+		r, ok := row(rows, "b")
+		return ok && r.Status == "standby"
+	})
+	waitFor(s, "models", 20*time.Second, func(ms []modelRow) bool {
+		return len(ms) == 1 && ms[0].Holder == "a" && len(ms[0].Waiters) == 1 && ms[0].Waiters[0].ID == "b"
+	})
+	waitFor(s, "etcd", 20*time.Second, func(v struct {
+		Members []struct{ Leader bool } `json:"members"`
+	}) bool {
+		return len(v.Members) == 1 && v.Members[0].Leader
+	})
+
+	// Stop b from the console: a control message; b's row turns gone.
+	if code, body := post(t, base, "/ui/api/stop", "application/json", `{"id":"b"}`); code != 200 || !strings.Contains(body, "asked b to stop") {
+		t.Fatalf("stop b: %d %s", code, body)
+	}
+	waitFor(s, "instances", 30*time.Second, func(rows []instanceRow) bool {
+		r, ok := row(rows, "b")
+		return ok && r.GoneAt != nil && r.Status == "gone"
+	})
+
+	took := stopA()
+	if took > 15*time.Second {
+		t.Errorf("node a took %v to stop with a console stream open (drain timeout 30s)", took)
+	}
+	for range s.evs { // the stream must end
+	}
+}
+
+// The actions are katoctl's operations: break a lock (the next waiter takes
+// it), remove an inbox nobody is registered for (refused for a registered
+// one), send a message; bad requests get a clear error.
+func TestActions(t *testing.T) {
+	etc := etcdtest.New(t)
+	n, _ := runNode(t, etc, "a", "m")
+	base := n.APIURL()
+	cli := etc.Client(t)
+	coord.Namespace(cli, coord.DefaultPrefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Two holders of model "x" outside any node: break the first's lock.
+	s1, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close(context.Background())
+	s2, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(context.Background())
+	l1 := coord.NewModelLock(s1, "x", coord.WithHolder("first", "h1"))
+	if _, err := l1.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l2 := coord.NewModelLock(s2, "x", coord.WithHolder("second", "h2"))
+	got := make(chan error, 1)
+	go func() { _, err := l2.Lock(ctx); got <- err }()
+	waitQueued(t, ctx, cli, "x", 2)
+	code, body := post(t, base, "/ui/api/break", "application/json", `{"model":"x"}`)
+	if code != 200 || !strings.Contains(body, "removed the key of first on h1") || !strings.Contains(body, "second on h2 takes the lock next") {
+		t.Fatalf("break: %d %s", code, body)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the waiter did not get the lock after the break: %v", err)
+	}
+	select {
+	case <-l1.Lost():
+	case <-ctx.Done():
+		t.Fatal("the broken holder did not see its lock lost")
+	}
+	if code, body := post(t, base, "/ui/api/break", "application/json", `{"model":"nobody-holds"}`); code != 404 || !strings.Contains(body, "NOT_FOUND") {
+		t.Fatalf("break of a free model: %d %s", code, body)
+	}
+
+	// Send, then remove: refused for the registered a, done for gone-1.
+	for _, to := range []string{"a", "gone-1", "gone-1"} {
+		body := `{"to":"` + to + `","kind":"note","body":"<b>hi</b>","ttl":"10m"}`
+		if code, ans := post(t, base, "/ui/api/send", "application/json", body); code != 200 || !strings.Contains(ans, "sent message") {
+			t.Fatalf("send to %s: %d %s", to, code, ans)
+		}
+	}
+	if code, body := post(t, base, "/ui/api/inbox/remove", "application/json", `{"id":"a"}`); code != 409 || !strings.Contains(body, "INBOX_IN_USE") {
+		t.Fatalf("remove a's inbox: %d %s", code, body)
+	}
+	if code, body := post(t, base, "/ui/api/inbox/remove", "application/json", `{"id":"gone-1"}`); code != 200 || !strings.Contains(body, "removed 2 messages waiting for gone-1") {
+		t.Fatalf("remove gone-1's inbox: %d %s", code, body)
+	}
+	if msgs, err := coord.ListMessages(ctx, cli.KV, "gone-1"); err != nil || len(msgs) != 0 {
+		t.Fatalf("gone-1's inbox after the removal: %v %v", msgs, err)
+	}
+
+	for _, tc := range []struct{ path, ctype, body, want string }{
+		{"/ui/api/break", "text/plain", `{"model":"x"}`, "BAD_CONTENT_TYPE"},
+		{"/ui/api/break", "application/json", `{"model":"x","extra":1}`, "unknown field"},
+		{"/ui/api/break", "application/json", `{"model":"bad/name"}`, "invalid instance id"},
+		{"/ui/api/send", "application/json", `{"to":"b","ttl":"10"}`, "use a duration"},
+		{"/ui/api/stop", "application/json", `{"id":"nobody"}`, "nobody is not registered"},
+		{"/ui/api/nothing", "application/json", `{}`, "no console route"},
+	} {
+		if code, body := post(t, base, tc.path, tc.ctype, tc.body); code < 400 || !strings.Contains(body, tc.want) {
+			t.Errorf("POST %s %s: %d %s; want an error with %q", tc.path, tc.body, code, body, tc.want)
+		}
+	}
+}
+
+// waitQueued waits until model's lock queue holds n keys.
+func waitQueued(t *testing.T, ctx context.Context, cli *clientv3.Client, model string, n int64) {
+	t.Helper()
+	for {
+		resp, err := cli.Get(ctx, coord.LockPrefix(model), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err == nil && resp.Count == n {
+			return
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.Fatalf("lock queue of %s never held %d keys", model, n)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -321,5 +322,93 @@ func waitQueued(t *testing.T, ctx context.Context, cli *clientv3.Client, model s
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// etcdRequests counts the reads and transactions the in-process etcd
+// servers of this test binary have served (their metrics live in the default
+// registry).
+func etcdRequests(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if name := mf.GetName(); name != "etcd_mvcc_range_total" && name != "etcd_mvcc_txn_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return n
+}
+
+// A hundred open pages cost etcd what one costs: streams are fed from memory,
+// and one poller per node reads etcd whatever the number of viewers.
+func TestHundredViewersCostWhatOneCosts(t *testing.T) {
+	etc := etcdtest.New(t)
+	n, _ := runNode(t, etc, "a", "m")
+	first, _ := openStream(t, n.APIURL(), token)
+	waitFor(first, "etcd", 20*time.Second, func(json.RawMessage) bool { return true })
+	const window = 8 * time.Second
+	measure := func() float64 {
+		start := etcdRequests(t)
+		deadline := time.After(window)
+		for {
+			select {
+			case <-deadline:
+				return etcdRequests(t) - start
+			case _, open := <-first.evs:
+				if !open {
+					t.Fatal("stream ended")
+				}
+			}
+		}
+	}
+	one := measure()
+	if one == 0 {
+		t.Fatal("no etcd reads counted with one page open: etcd_mvcc_range_total missing?")
+	}
+	var more []*stream
+	for i := 0; i < 99; i++ {
+		s, code := openStream(t, n.APIURL(), token)
+		if code != 200 {
+			t.Fatalf("stream %d: %d", i, code)
+		}
+		more = append(more, s)
+	}
+	for _, s := range more {
+		waitFor(s, "instances", 20*time.Second, func(json.RawMessage) bool { return true })
+	}
+	// Drain the other streams while measuring, as pages do.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for _, s := range more {
+				select {
+				case <-s.evs:
+				case <-stop:
+					return
+				default:
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	hundred := measure()
+	close(stop)
+	<-done
+	t.Logf("etcd requests in %v: %.0f with 1 open page, %.0f with 100 (ratio %.2f)", window, one, hundred, hundred/one)
+	if hundred > 1.5*one+10 {
+		t.Errorf("100 open pages cost etcd %.0f requests in %v against %.0f for one", hundred, window, one)
 	}
 }

@@ -20,6 +20,7 @@ const (
 	maxModelReads  = 100   // models counted
 	maxInboxKeys   = 10000 // inbox keys listed
 	sizeScanLimit  = 5000  // a model with more keys is not measured
+	sizeScanBudget = 20000 // keys read to measure sizes, per poll
 	requestTimeout = 2 * time.Second
 	minPollGap     = 300 * time.Millisecond
 )
@@ -122,9 +123,9 @@ func (c *Console) poll(ctx context.Context) {
 	}
 }
 
-// readOnce reads leases, locks, model stats and inboxes, and etcd's members
-// when withEtcd, then publishes.
-func (c *Console) readOnce(ctx context.Context, withEtcd bool) {
+// readOnce reads leases, locks and inboxes, and, when slow (or for a model
+// never read), model stats and etcd's members, then publishes.
+func (c *Console) readOnce(ctx context.Context, slow bool) {
 	list := c.cfg.Directory.Instances()
 	c.mu.Lock()
 	prev := c.polled
@@ -166,13 +167,18 @@ func (c *Console) readOnce(ctx context.Context, withEtcd bool) {
 	for _, l := range p.locks {
 		models[l.Model] = true
 	}
-	n := 0
+	n, budget := 0, int64(sizeScanBudget)
 	for m := range models {
+		old, known := prev.models[m]
+		if known && !slow {
+			p.models[m] = old
+			continue
+		}
 		if m == "" || n >= maxModelReads {
 			continue
 		}
 		n++
-		st, err := c.modelStats(ctx, m, prev.models[m])
+		st, err := c.modelStats(ctx, m, old, &budget)
 		if err != nil {
 			c.lg.Debug("model stats", zap.String("model", m), zap.Error(err))
 			if old, ok := prev.models[m]; ok {
@@ -184,7 +190,7 @@ func (c *Console) readOnce(ctx context.Context, withEtcd bool) {
 	}
 
 	p.inboxes, p.inboxesMore, p.inboxErr = c.readInboxes(ctx)
-	if withEtcd || prev.etcdAt.IsZero() {
+	if slow || prev.etcdAt.IsZero() {
 		p.etcd, p.etcdAt = c.readEtcd(ctx), time.Now()
 	}
 
@@ -196,10 +202,11 @@ func (c *Console) readOnce(ctx context.Context, withEtcd bool) {
 
 // modelStats counts a model's patterns and vectors (count-only reads) and
 // reads its meta record. The size is the bytes of its keys and values, read
-// again only when the model changed and only for models of at most
-// sizeScanLimit keys; -1 otherwise. (The counts follow the store's layout of
-// one key per pattern and vector, models/<model>/patterns/ and vectors/.)
-func (c *Console) modelStats(ctx context.Context, model string, prev modelStats) (modelStats, error) {
+// again only when the model changed, only for models of at most
+// sizeScanLimit keys and while budget (keys per poll) lasts; -1 otherwise.
+// (The counts follow the store's layout of one key per pattern and vector,
+// models/<model>/patterns/ and vectors/.)
+func (c *Console) modelStats(ctx context.Context, model string, prev modelStats, budget *int64) (modelStats, error) {
 	pfx := coord.ModelPrefix(model)
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -234,7 +241,10 @@ func (c *Console) modelStats(ctx context.Context, model string, prev modelStats)
 	case keys > sizeScanLimit:
 	case prev.size >= 0 && prev.metaRev == st.metaRev && st.metaRev != 0:
 		st.size = prev.size
+	case keys > *budget:
+		st.size = prev.size // measured again at a later poll
 	default:
+		*budget -= keys
 		r, err := c.cfg.Client.Get(rctx, pfx, clientv3.WithPrefix(), clientv3.WithLimit(sizeScanLimit+1))
 		if err != nil {
 			return prev, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -173,6 +174,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	wait("lock, queue and etcd panels", row("models", "shared")+`.cells[6].textContent === 'b' && `+
 		row("models", "shared")+`.cells[1].textContent === '3' && document.querySelectorAll('#members tr').length === 3 && document.getElementById('etcd-summary').textContent.includes('leader: ')`, 30*time.Second)
 
+	wait("the learns sparkline of a's model", row("models", "shared")+`.querySelector('svg.spark') && `+
+		row("models", "shared")+`.querySelector('svg.spark').getAttribute('aria-label').endsWith(', 3 in all')`, 30*time.Second)
+
 	// Send a message from the page to an id nobody has: its inbox shows.
 	do("send a message", chromedp.SetValue(chromedp.CSS(`#send-form input[name="to"]`), "old-worker"),
 		chromedp.SetValue(chromedp.CSS(`#send-form textarea`), "<b>batch 7</b>"),
@@ -216,10 +220,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	wait("a back to standby", row("instances", "a")+`.cells[4].textContent === 'standby'`, 30*time.Second)
 	shot("console-lock-broken.png")
 
-	// Remove the inbox nobody reads.
-	do("remove the inbox", chromedp.Click(chromedp.CSS(`#inboxes tr[data-key="old-worker"] button`)))
-	wait("the confirmation", `document.getElementById('confirm').open`, 10*time.Second)
-	do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	// Remove the inbox nobody reads, with the keyboard only: Enter on the
+	// button, the dialog opens on Cancel, Tab to Confirm, Enter.
+	do("remove the inbox", chromedp.Focus(chromedp.CSS(`#inboxes tr[data-key="old-worker"] button`)), chromedp.KeyEvent(kb.Enter))
+	wait("the confirmation, focused on Cancel", `document.getElementById('confirm').open && document.activeElement.id === 'confirm-cancel'`, 10*time.Second)
+	do("tab to Confirm", chromedp.KeyEvent(kb.Tab))
+	wait("Confirm focused", `document.activeElement.id === 'confirm-ok'`, 10*time.Second)
+	do("confirm", chromedp.KeyEvent(kb.Enter))
 	wait("the inbox to go", `!`+row("inboxes", "old-worker")+` && document.getElementById('notice').textContent.includes('removed 1 messages waiting for old-worker')`, 30*time.Second)
 
 	// 200% zoom: half the width at twice the scale; the page reflows.

@@ -268,7 +268,8 @@
     svg.setAttribute('class', 'spark');
     svg.setAttribute('viewBox', '0 0 ' + w + ' ' + h);
     svg.setAttribute('role', 'img');
-    const label = 'learns per minute over the last ' + n + ' minutes: now ' + v[n - 1] + ', most ' + max;
+    const total = v.reduce((a, b) => a + b, 0);
+    const label = 'learns per minute over the last ' + n + ' minutes: now ' + v[n - 1] + ', most ' + max + ', ' + total + ' in all';
     svg.setAttribute('aria-label', label);
     const t = document.createElementNS(ns, 'title');
     t.textContent = label;

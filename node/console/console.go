@@ -167,17 +167,19 @@ func (c *Console) follow(now time.Time) {
 // sampleLearns keeps the learns-per-minute ring; c.mu must be held.
 func (c *Console) sampleLearns(now time.Time) {
 	n := c.cfg.Learns()
-	min := now.Truncate(time.Minute)
+	minute := now.Truncate(time.Minute)
 	switch {
 	case c.learnMin.IsZero():
-		c.learnMin, c.learnAt, c.learns = min, n, []uint64{0}
-	case min.After(c.learnMin):
-		// Close the minutes passed (idle ones count 0).
-		steps := int(min.Sub(c.learnMin) / time.Minute)
+		c.learnMin, c.learnAt, c.learns = minute, n, []uint64{0}
+	case minute.After(c.learnMin):
+		// Close the last minute with the learns since the last sample, then
+		// the minutes passed (idle ones count 0).
+		c.learns[len(c.learns)-1] = n - c.learnAt
+		steps := int(minute.Sub(c.learnMin) / time.Minute)
 		for i := 0; i < steps && i < learnMinutes; i++ {
 			c.learns = append(c.learns, 0)
 		}
-		c.learnMin, c.learnAt = min, n
+		c.learnMin, c.learnAt = minute, n
 	}
 	c.learns[len(c.learns)-1] = n - c.learnAt
 	if len(c.learns) > learnMinutes {

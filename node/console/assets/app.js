@@ -260,9 +260,10 @@
       button(() => 'Break lock…', breakLock, { disabled: (m) => !m.lock, title: (m) => m.lock ? '' : 'nobody holds this lock' }),
     ]);
   };
+  // spark draws learns per minute as bars, the newest on the right, on a
+  // fixed 30-minute axis (the sparkline).
   function spark(v) {
-    const w = 120, h = 24, n = v.length, max = Math.max(1, ...v);
-    const pts = v.map((x, i) => ((n === 1 ? w : (i * w) / (n - 1)).toFixed(1) + ',' + (h - 2 - (x / max) * (h - 4)).toFixed(1))).join(' ');
+    const w = 120, h = 24, slots = 30, bw = w / slots, n = v.length, max = Math.max(1, ...v);
     const ns = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('class', 'spark');
@@ -273,9 +274,20 @@
     svg.setAttribute('aria-label', label);
     const t = document.createElementNS(ns, 'title');
     t.textContent = label;
-    const line = document.createElementNS(ns, 'polyline');
-    line.setAttribute('points', n === 1 ? '0,' + pts.split(',')[1] + ' ' + pts : pts);
-    svg.append(t, line);
+    const axis = document.createElementNS(ns, 'line');
+    axis.setAttribute('x1', '0'); axis.setAttribute('x2', String(w));
+    axis.setAttribute('y1', String(h - 0.5)); axis.setAttribute('y2', String(h - 0.5));
+    svg.append(t, axis);
+    v.slice(-slots).forEach((x, i, a) => {
+      if (!x) return;
+      const bh = Math.max(1, (x / max) * (h - 2));
+      const r = document.createElementNS(ns, 'rect');
+      r.setAttribute('x', ((slots - a.length + i) * bw + 0.5).toFixed(1));
+      r.setAttribute('y', (h - 1 - bh).toFixed(1));
+      r.setAttribute('width', (bw - 1).toFixed(1));
+      r.setAttribute('height', bh.toFixed(1));
+      svg.append(r);
+    });
     return el('span', null, svg, el('span', { class: 'num' }, ' ' + v[n - 1] + '/min'));
   }
 

@@ -420,7 +420,9 @@ func TestHundredViewersCostWhatOneCosts(t *testing.T) {
 	close(stop)
 	<-done
 	t.Logf("etcd requests in %v: %.0f with 1 open page, %.0f with 100 (ratio %.2f)", window, one, hundred, hundred/one)
-	if hundred > 1.5*one+10 {
+	// Which polls fall in a window varies by one or two (each a dozen reads);
+	// a read per viewer would multiply the count by about a hundred.
+	if hundred > 3*one+30 {
 		t.Errorf("100 open pages cost etcd %.0f requests in %v against %.0f for one", hundred, window, one)
 	}
 }

@@ -193,8 +193,11 @@
     if (!s) return;
     const now = serverNow(s);
     const rows = s.data;
-    const ids = $('ids');
-    ids.replaceChildren(...rows.filter((r) => !r.gone_at).map((r) => el('option', { value: r.id })));
+    const ids = $('ids'), current = rows.filter((r) => !r.gone_at).map((r) => r.id);
+    if (ids.dataset.ids !== current.join(' ')) {
+      ids.dataset.ids = current.join(' ');
+      ids.replaceChildren(...current.map((id) => el('option', { value: id })));
+    }
     sync($('instances'), rows, (r) => r.id, [
       { fill: (td, r) => {
         const st = live(r, now);

@@ -22,6 +22,7 @@ const (
 	sizeScanLimit  = 5000  // a model with more keys is not measured
 	sizeScanBudget = 20000 // keys read to measure sizes, per poll
 	requestTimeout = 2 * time.Second
+	pollBudget     = 5 * time.Second // one poll, whatever etcd does
 	minPollGap     = 300 * time.Millisecond
 )
 
@@ -126,6 +127,8 @@ func (c *Console) poll(ctx context.Context) {
 // readOnce reads leases, locks and inboxes, and, when slow (or for a model
 // never read), model stats and etcd's members, then publishes.
 func (c *Console) readOnce(ctx context.Context, slow bool) {
+	ctx, cancel := context.WithTimeout(ctx, pollBudget)
+	defer cancel()
 	list := c.cfg.Directory.Instances()
 	c.mu.Lock()
 	prev := c.polled
@@ -145,9 +148,11 @@ func (c *Console) readOnce(ctx context.Context, slow bool) {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		resp, err := cli.TimeToLive(rctx, clientv3.LeaseID(id))
 		cancel()
-		if err == nil {
-			p.leases[in.LeaseID] = leaseTTL{left: max(resp.TTL, 0), granted: resp.GrantedTTL}
+		if err != nil {
+			c.lg.Debug("lease TTLs", zap.Error(err))
+			break // etcd does not answer: the other leases would not do better
 		}
+		p.leases[in.LeaseID] = leaseTTL{left: max(resp.TTL, 0), granted: resp.GrantedTTL}
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -170,11 +175,13 @@ func (c *Console) readOnce(ctx context.Context, slow bool) {
 	n, budget := 0, int64(sizeScanBudget)
 	for m := range models {
 		old, known := prev.models[m]
-		if known && !slow {
-			p.models[m] = old
+		if m == "" {
 			continue
 		}
-		if m == "" || n >= maxModelReads {
+		if (known && !slow) || n >= maxModelReads {
+			if known {
+				p.models[m] = old
+			}
 			continue
 		}
 		n++

@@ -14,7 +14,7 @@ import (
 type fixedDirectory []coord.Instance
 
 func (d fixedDirectory) Instances() []coord.Instance { return d }
-func (d fixedDirectory) Holders() map[string]string { return map[string]string{} }
+func (d fixedDirectory) Holders() map[string]string  { return map[string]string{} }
 func (d fixedDirectory) Changed() <-chan struct{}    { return nil }
 
 // A poll ends within its budget when etcd does not answer, however many

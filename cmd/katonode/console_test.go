@@ -205,7 +205,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := eval(row("instances", "c") + `.querySelector('.dot').className`); got != "dot gone" {
 		t.Errorf("c's live dot is %q, want grey (dot gone): %s", got, eval(row("instances", "c")+`.outerHTML`))
 	}
-	shot("console-killed.png")
 
 	// Break shared's lock from the page: b's row turns running.
 	do("break the lock", chromedp.Click(chromedp.CSS(`#models tr[data-key="shared"] button`)))

@@ -223,6 +223,7 @@ func TestStreamFollowsClusterAndEndsOnShutdown(t *testing.T) {
 	})
 
 	took := stopA()
+	t.Logf("node a stopped %v after its context ended, with a console stream open", took)
 	if took > 15*time.Second {
 		t.Errorf("node a took %v to stop with a console stream open (drain timeout 30s)", took)
 	}

@@ -26,9 +26,9 @@ type fixture struct {
 	model string
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T, opts ...etcdtest.Option) *fixture {
 	t.Helper()
-	c := etcdtest.New(t)
+	c := etcdtest.New(t, opts...)
 	cli := c.Client(t)
 	coord.Namespace(cli, coord.DefaultPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -98,10 +98,6 @@ func RequestProgress(ctx context.Context, cli *clientv3.Client) error {
 	return cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 }
 
-// ErrCompacted is returned by Follow when the revision to follow from is gone:
-// the caller loads the model again.
-var ErrCompacted = errors.New("kb: model history compacted; reload")
-
 // Follow calls fn for every change of model from fromRev on, in revision
 // order, until ctx ends or fn fails. A broken watch resumes after the last
 // event; a compacted history returns ErrCompacted.

@@ -10,6 +10,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 )
@@ -324,6 +326,9 @@ func classify(ctx context.Context, err error) error {
 		if errors.Is(err, known) {
 			return err
 		}
+	}
+	if status.Code(err) == codes.ResourceExhausted { // a message over gRPC's limit, either side
+		return err
 	}
 	return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 }

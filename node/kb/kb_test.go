@@ -153,7 +153,9 @@ func TestWritesFailAfterLockLost(t *testing.T) {
 	}
 }
 
-func TestLoadPagesAtOneRevisionThenFollow(t *testing.T) {
+// Load streams the whole model at one revision, in key order, with
+// progress; Follow then delivers each later revision whole, in order.
+func TestLoadStreamsAtOneRevisionThenFollow(t *testing.T) {
 	f := setup(t)
 	const n = 2500
 	for i := 0; i < n; i += 100 {
@@ -166,12 +168,22 @@ func TestLoadPagesAtOneRevisionThenFollow(t *testing.T) {
 		}
 	}
 	var got []string
-	rev, err := kb.Load(f.ctx, f.cli, zaptest.NewLogger(t), f.model, func(r kb.Record) error {
+	var progress []int64
+	rev, err := kb.Load(f.ctx, f.cli.KV, zaptest.NewLogger(t), f.model, func(r kb.Record) error {
+		if len(got) == 0 {
+			// Writes during the load are not in it: it reads one revision.
+			if err := f.com.Submit(f.ctx, kb.Change{Put: kb.Record{Key: "patterns/00000-late", Value: []byte("x")}}); err != nil {
+				return err
+			}
+		}
 		got = append(got, r.Key)
 		return nil
-	})
+	}, func(n int64) { progress = append(progress, n) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(progress) < 2 || progress[len(progress)-1] != n {
+		t.Errorf("progress %v, want several chunks ending at %d", progress, n)
 	}
 	if len(got) != n || got[0] != "patterns/00000" || got[n-1] != fmt.Sprintf("patterns/%05d", n-1) {
 		t.Fatalf("loaded %d records (%v ... )", len(got), got[:3])
@@ -189,25 +201,41 @@ func TestLoadPagesAtOneRevisionThenFollow(t *testing.T) {
 	if err := f.com.Submit(f.ctx, kb.Change{Clear: true}); err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan kb.Event, n+10)
+	type revision struct {
+		rev int64
+		evs []kb.Event
+	}
+	revs := make(chan revision, 10)
 	fctx, cancel := context.WithCancel(f.ctx)
 	defer cancel()
-	go kb.Follow(fctx, f.cli, f.model, rev+1, func(e kb.Event) error { events <- e; return nil })
-	first := <-events
-	if first.Key != "patterns/new" || first.Deleted {
-		t.Fatalf("first followed event %+v", first)
-	}
-	deleted := 0
-	for deleted < n+1 {
-		select {
-		case e := <-events:
-			if !e.Deleted {
-				t.Fatalf("unexpected put %s", e.Key)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- kb.Follow(fctx, f.cli, f.model, rev+1, func(r int64, evs []kb.Event) error {
+			if len(evs) > 0 {
+				revs <- revision{r, evs}
 			}
-			deleted++
+			return nil
+		})
+	}()
+	defer func() { cancel(); <-followed }()
+	next := func() revision {
+		select {
+		case r := <-revs:
+			return r
 		case <-time.After(10 * time.Second):
-			t.Fatalf("only %d deletes followed, want %d", deleted, n+1)
+			t.Fatal("no revision followed within 10 s")
 		}
+		return revision{}
+	}
+	if r := next(); len(r.evs) != 1 || r.evs[0].Key != "patterns/00000-late" {
+		t.Fatalf("first followed revision %+v", r)
+	}
+	if r := next(); len(r.evs) != 1 || r.evs[0].Key != "patterns/new" || r.evs[0].Deleted {
+		t.Fatalf("second followed revision %+v", r)
+	}
+	// The clear is one revision: every delete arrives in one call.
+	if r := next(); len(r.evs) != n+2 || !r.evs[0].Deleted || r.evs[0].ModRev != r.rev {
+		t.Fatalf("the clear arrived as %d events (want %d in one call)", len(r.evs), n+2)
 	}
 }
 

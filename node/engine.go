@@ -132,20 +132,20 @@ func (e *engine) write(ctx context.Context, fn func(*processor.Processor) (proce
 	e.wmu.Lock()
 	changes, err := fn(p)
 	var waits []<-chan error
+	var enqErr error
 	if err == nil && len(changes) > 0 {
-		waits, err = enqueue(com, kbChanges(changes.Coalesce()))
-		if err != nil {
+		if waits, enqErr = enqueue(com, kbChanges(changes.Coalesce())); enqErr != nil {
 			// The processor holds changes etcd will not get.
 			failOnce.Do(func() { close(failCh) })
 		}
 	}
 	e.wmu.Unlock()
 	e.mu.RUnlock()
-	if err != nil {
-		if len(waits) > 0 || errors.Is(err, kb.ErrStopped) || errors.Is(err, kb.ErrAborted) || errors.Is(err, kb.ErrTooLarge) {
-			return writeErr(err)
-		}
-		return err
+	switch {
+	case err != nil:
+		return err // the processor refused the call; nothing changed
+	case enqErr != nil:
+		return writeErr(enqErr)
 	}
 	for _, done := range waits {
 		select {

@@ -14,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -217,26 +219,20 @@ func writeBenchModel(b *testing.B, ctx context.Context, cli *clientv3.Client, mo
 	b.Logf("wrote %d patterns in %v", n, time.Since(start).Round(time.Millisecond))
 }
 
-// pagedScan reads model the way kb.Load did before it streamed: pages of
-// 1000 keys at one revision, each page making etcd count the rest.
+// pagedScan reads model the way kb.Load did before it streamed, and still
+// does against an etcd without RangeStream: pages of 1000 keys at one
+// revision, each page making etcd count the rest.
 func pagedScan(b *testing.B, ctx context.Context, cli *clientv3.Client, model string) int {
-	prefix := coord.ModelPrefix(model)
-	end := clientv3.GetPrefixRangeEnd(prefix)
-	key, rev, n := prefix, int64(0), 0
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := cli.Get(ctx, key, opts...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rev = resp.Header.Revision
-		n += len(resp.Kvs)
-		if !resp.More || len(resp.Kvs) == 0 {
-			return n
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	n := 0
+	if _, err := kb.Load(ctx, noRangeStream{cli.KV}, zap.NewNop(), model, func(kb.Record) error { n++; return nil }, nil); err != nil {
+		b.Fatal(err)
 	}
+	return n
+}
+
+// noRangeStream is the KV of an etcd older than 3.7.
+type noRangeStream struct{ clientv3.KV }
+
+func (noRangeStream) GetStream(context.Context, string, ...clientv3.OpOption) (clientv3.GetStreamChan, error) {
+	return nil, status.Error(codes.Unimplemented, "no RangeStream")
 }

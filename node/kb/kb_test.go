@@ -11,6 +11,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -313,5 +315,40 @@ func TestPipelinedWritesKeepOrderPerKey(t *testing.T) {
 		}
 		prev = v
 		rev = r.Kvs[0].ModRevision - 1
+	}
+}
+
+// noStream is a KV of an etcd older than 3.7: it has no RangeStream.
+type noStream struct{ clientv3.KV }
+
+func (noStream) GetStream(context.Context, string, ...clientv3.OpOption) (clientv3.GetStreamChan, error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method RangeStream")
+}
+
+// Against an etcd without RangeStream, Load reads pages at one revision.
+func TestLoadWithoutRangeStreamReadsPages(t *testing.T) {
+	f := setup(t)
+	const n = 2500
+	for i := 0; i < n; i += 100 {
+		var chs []kb.Change
+		for j := i; j < i+100; j++ {
+			chs = append(chs, kb.Change{Put: kb.Record{Key: fmt.Sprintf("patterns/%05d", j), Value: []byte("v")}})
+		}
+		if err := f.com.Submit(f.ctx, chs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	rev, err := kb.Load(f.ctx, noStream{f.cli.KV}, zaptest.NewLogger(t), f.model, func(r kb.Record) error {
+		if got == 0 {
+			if err := f.com.Submit(f.ctx, kb.Change{Put: kb.Record{Key: "patterns/99999-late", Value: []byte("x")}}); err != nil {
+				return err
+			}
+		}
+		got++
+		return nil
+	}, nil)
+	if err != nil || got != n || rev == 0 {
+		t.Fatalf("paged load: %d records at revision %d, %v; want %d", got, rev, err, n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 )
@@ -26,13 +28,17 @@ type Record struct {
 // over the model), calling fn for each in key order as it arrives, and
 // returns the revision read. progress, if not nil, is told the number of
 // records read after every chunk; the log gets a line every 2 s for large
-// models. kv must support GetStream (a client namespaced by
-// coord.Namespace does).
+// models. An etcd older than 3.7 has no RangeStream: then Load reads pages
+// of 1000 keys at one revision instead (each page makes etcd count the rest
+// of the range, so that costs O(n²/1000)) and logs a warning.
 func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error, progress func(records int64)) (int64, error) {
 	prefix := coord.ModelPrefix(model)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := kv.GetStream(sctx, prefix, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)))
+	if status.Code(err) == codes.Unimplemented {
+		return loadPaged(ctx, kv, lg, model, fn, progress, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("kb: load model %s: %w", model, err)
 	}
@@ -46,6 +52,9 @@ func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn 
 	start, lastLog := time.Now(), time.Now()
 	for resp := range stream {
 		if err := resp.Err(); err != nil {
+			if n == 0 && status.Code(err) == codes.Unimplemented {
+				return loadPaged(ctx, kv, lg, model, fn, progress, err)
+			}
 			return 0, fmt.Errorf("kb: load model %s after %d records: %w", model, n, err)
 		}
 		for _, item := range resp.Kvs {
@@ -75,6 +84,42 @@ func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn 
 		lg.Info("model loaded", zap.String("model", model), zap.Int64("records", n), zap.Int64("revision", rev), zap.Duration("took", time.Since(start)))
 	}
 	return rev, nil
+}
+
+// loadPaged is Load for an etcd without RangeStream: pages of 1000 keys at
+// the revision of the first.
+func loadPaged(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error, progress func(int64), why error) (int64, error) {
+	lg.Warn("etcd cannot stream a range (RangeStream needs etcd 3.7); loading the model page by page, which is slow for large models",
+		zap.String("model", model), zap.Error(why))
+	prefix := coord.ModelPrefix(model)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key, rev, n := prefix, int64(0), int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := kv.Get(ctx, key, opts...)
+		if err != nil {
+			return 0, fmt.Errorf("kb: load model %s after %d records: %w", model, n, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision // later pages read at it
+		}
+		for _, item := range resp.Kvs {
+			if err := fn(Record{Key: string(item.Key[len(prefix):]), Value: item.Value, ModRev: item.ModRevision}); err != nil {
+				return 0, fmt.Errorf("kb: load model %s: record %s: %w", model, item.Key[len(prefix):], err)
+			}
+		}
+		n += int64(len(resp.Kvs))
+		if progress != nil {
+			progress(n)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // Event is a change of a followed model: a record put, or deleted (Value

@@ -33,6 +33,8 @@ type Processor struct {
 	percept  Percept
 	preds    []Prediction
 	deferred []deferredVector
+	// maxRecord bounds the records a learn may produce (SetMaxRecordBytes).
+	maxRecord int
 
 	// view is the immutable read side, replaced after every change, so
 	// readers never wait for a prediction in progress.
@@ -143,41 +145,68 @@ func (p *Processor) ObserveJSON(body []byte) (ObserveResult, Changes, error) {
 // the predictions when the observation carries strings or vectors, and
 // auto-learns (4.2). The returned Changes (from an auto-learn) must be made
 // durable before the client is answered. An invalid observation changes
-// nothing but time and returns an error wrapping ErrBadObservation.
+// nothing but time and returns an error wrapping ErrBadObservation. An
+// observation whose auto-learn would store a record above the bound of
+// SetMaxRecordBytes is refused with an error wrapping ErrTooLarge and
+// changes nothing, time included.
 func (p *Processor) Observe(obs Observation) (ObserveResult, Changes, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.publish()
-	p.time++
 	if err := obs.validate(); err != nil {
+		p.time++
 		return ObserveResult{}, nil, err
 	}
 	var vsyms []string
 	var percept deferredVector
 	if len(obs.Vectors) > 0 {
 		v, err := combineVectors(obs.Vectors)
-		if err != nil {
-			return ObserveResult{}, nil, err
+		if err == nil {
+			err = p.kb.vectors.checkDims(v)
 		}
-		if err := p.kb.vectors.checkDims(v); err != nil {
+		if err != nil {
+			p.time++
 			return ObserveResult{}, nil, err
 		}
 		percept = deferredVector{VectorName(v), v}
 		vsyms = p.kb.vectors.vectorSymbols(v, percept.name)
-		p.deferred = append(p.deferred, percept)
 	}
-	p.percept = newPercept(obs, p.name, p.id)
 	strs := slices.Clone(obs.Strings)
 	if p.cfg.Sort {
 		slices.Sort(strs)
 	}
-	if len(obs.Emotives) > 0 {
-		p.emoBuf = append(p.emoBuf, slices.Clone(obs.Emotives))
-		p.current = averageEmotives(p.emoBuf)
-	}
 	event := append(vsyms, strs...)
 	if event == nil {
 		event = []string{}
+	}
+	// An auto-learn this call would make must fit the record bound: check
+	// it before changing anything.
+	if l := p.cfg.MaxSequenceLength; l > 0 && p.maxRecord > 0 {
+		stm := p.stm[:len(p.stm):len(p.stm)]
+		if len(event) > 0 {
+			stm = append(stm, event)
+		}
+		if len(stm) >= l {
+			deferred, emo := p.deferred[:len(p.deferred):len(p.deferred)], p.emoBuf[:len(p.emoBuf):len(p.emoBuf)]
+			if len(obs.Vectors) > 0 {
+				deferred = append(deferred, percept)
+			}
+			if len(obs.Emotives) > 0 {
+				emo = append(emo, obs.Emotives)
+			}
+			if err := p.checkLearn(stm, deferred, emo); err != nil {
+				return ObserveResult{}, nil, err
+			}
+		}
+	}
+	p.time++
+	if len(obs.Vectors) > 0 {
+		p.deferred = append(p.deferred, percept)
+	}
+	p.percept = newPercept(obs, p.name, p.id)
+	if len(obs.Emotives) > 0 {
+		p.emoBuf = append(p.emoBuf, slices.Clone(obs.Emotives))
+		p.current = averageEmotives(p.emoBuf)
 	}
 	p.last = event
 	if len(event) > 0 {

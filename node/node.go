@@ -259,7 +259,7 @@ func (n *Node) newRecord(s *coord.Session) coord.Instance {
 	return coord.Instance{
 		ID: n.cfg.ID, Name: n.cfg.Name, Model: n.cfg.Model, Host: n.cfg.AdvertiseHost, PID: os.Getpid(),
 		APIURL: n.apiURL, MetricsURL: n.apiURL + "/metrics", Status: coord.StatusStarting,
-		Genes: genes, Version: n.cfg.Version, StartedAt: n.started,
+		Genes: genes, Version: n.cfg.Version, StartedAt: n.started, EmbeddedEtcd: n.cfg.EmbeddedEtcd,
 	}
 }
 
@@ -269,15 +269,34 @@ func (n *Node) newRecord(s *coord.Session) coord.Instance {
 // etcd did not answer (a member cut off or without a leader) until the new
 // session is lost too.
 func (n *Node) register(ctx context.Context, reg *coord.Registry, rec *coord.Instance, first bool) error {
+	told := false
 	for {
 		err := reg.Register(ctx, rec)
-		if err == nil || first || errors.Is(err, coord.ErrSessionLost) {
+		if err == nil || errors.Is(err, coord.ErrSessionLost) {
+			return err
+		}
+		if first {
+			// A crashed earlier run of this node may still hold the id.
+			if errors.Is(err, coord.ErrIDTaken) {
+				if werr := n.waitForStaleHolder(ctx, err, &told); werr != nil {
+					return werr
+				}
+				continue
+			}
 			return err
 		}
 		if errors.Is(err, coord.ErrIDTaken) {
 			held, gerr := coord.GetInstance(ctx, n.cli, rec.ID)
 			if gerr == nil && (held.PID != rec.PID || held.Host != rec.Host) {
 				return err
+			}
+			// Our own record of a lost session (etcd kept or revived its
+			// lease): revoke that lease now rather than wait a TTL for it.
+			if gerr == nil && held.LeaseID != rec.LeaseID {
+				if terr := n.takeOver(ctx, held); terr == nil {
+					n.lg.Info("revoked the lease of this node's lost session", zap.String("lease", held.LeaseID))
+					continue
+				}
 			}
 		} else {
 			n.lg.Warn("cannot register again; retrying", zap.Error(err))
@@ -470,7 +489,9 @@ func (n *Node) acquire(ctx context.Context, s *coord.Session, lock *coord.ModelL
 // gracefulStop: draining → finish in-flight requests → release the lock →
 // delete the record → revoke the lease.
 func (n *Node) gracefulStop(s *coord.Session, reg *coord.Registry, rec *coord.Instance, lock *coord.ModelLock) {
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout+5*time.Second)
+	// The whole stop fits in the drain timeout, whatever etcd is doing
+	// (katonode's main ends the process after it).
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
 	defer cancel()
 	n.setReady(false)
 	n.setStatus(ctx, reg, rec, coord.StatusDraining)

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -19,8 +17,10 @@ const (
 	catEmbedded = "embedded etcd"
 )
 
-func newApp() *cli.App {
-	return &cli.App{
+// newApp builds the katonode command tree; run stores its drain timeout in
+// limit, the bound main puts on a graceful stop.
+func newApp(limit *stopLimit) *cli.App {
+	app := &cli.App{
 		Name:                 "katonode",
 		Usage:                "run one KATO processor as a node of a cluster coordinated by etcd",
 		Version:              cliutil.VersionString(),
@@ -28,13 +28,15 @@ func newApp() *cli.App {
 		EnableBashCompletion: true,
 		Suggest:              true,
 		Commands: []*cli.Command{
-			runCommand(),
+			runCommand(limit),
 			cliutil.VersionCommand(),
 		},
 	}
+	cliutil.OneLineUsageErrors(app)
+	return app
 }
 
-func runCommand() *cli.Command {
+func runCommand(limit *stopLimit) *cli.Command {
 	flags := nodeFlags()
 	flags = append(flags, geneFlags()...)
 	flags = append(flags,
@@ -54,18 +56,21 @@ func runCommand() *cli.Command {
 		Usage:     "run a node until SIGINT/SIGTERM or katoctl stop",
 		UsageText: "katonode run [--id ID] [--model M] [--embedded-etcd] [flags]",
 		Flags:     flags,
-		Action:    runAction,
+		Action:    func(c *cli.Context) error { return runAction(c, limit) },
 	}
 }
 
-func runAction(c *cli.Context) error {
+func runAction(c *cli.Context, limit *stopLimit) error {
 	if c.Args().Present() {
-		return fmt.Errorf("run takes no arguments, got %q", c.Args().Slice())
+		return fmt.Errorf("run takes no arguments, got %q; a switch such as --sort takes its value after =, as in --sort=false", c.Args().Slice())
 	}
 	if path := c.String("config"); path != "" {
 		if err := applyConfigFile(c, path); err != nil {
 			return err
 		}
+	}
+	if d := c.Duration("drain-timeout"); d > 0 {
+		limit.set(d)
 	}
 	lg, err := cliutil.Logger(c)
 	if err != nil {
@@ -129,6 +134,7 @@ func runAction(c *cli.Context) error {
 		APIToken:      c.String("api-token"),
 		MaxBodyBytes:  c.Int64("max-body-bytes"),
 		Version:       cliutil.VersionString(),
+		EmbeddedEtcd:  c.Bool("embedded-etcd"),
 	}, cli, lg)
 	if err != nil {
 		return err
@@ -136,13 +142,14 @@ func runAction(c *cli.Context) error {
 	return n.Run(ctx)
 }
 
-// instanceID returns --id, sanitized (telling the user), or one generated
-// from host, time and pid.
+// instanceID returns --id, sanitized (telling the user), or the default id
+// of this host and data dir, which a restart finds again.
 func instanceID(c *cli.Context, lg *zap.Logger) (string, error) {
 	raw := c.String("id")
 	if raw == "" {
-		id := coord.GenerateID(coord.Hostname(), time.Now(), os.Getpid())
-		lg.Info("no --id given; using a generated one", zap.String("id", id))
+		id := coord.DefaultID(coord.Hostname(), c.String("etcd-data-dir"), coord.DefaultEmbeddedDataDir())
+		lg.Info("no --id given; using the id of this host and data dir (a restart finds it again)", zap.String("id", id))
+		fmt.Fprintf(c.App.ErrWriter, "katonode: no --id given; this node is %q (the same on every restart with this --etcd-data-dir)\n", id)
 		return id, nil
 	}
 	id, changed, err := coord.SanitizeID(raw)

@@ -114,8 +114,9 @@ func (n *Node) Run(ctx context.Context) error {
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer func() { cancelBG(); wg.Wait() }()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); n.dir.Run(bg) }()
+	go func() { defer wg.Done(); n.watchEtcd(bg) }()
 
 	srv := &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return bg }}
 	serveErr := make(chan error, 1)

@@ -47,6 +47,8 @@ type Node struct {
 	mailbox  *coord.Mailbox
 	recMu    sync.Mutex // serialises registry record updates
 
+	history coord.History // messages received lately, published at history/<id>
+
 	ready    atomic.Bool
 	stopOnce sync.Once
 	stopCh   chan struct{} // closed when a stop is requested
@@ -203,6 +205,7 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 		defer wg.Done()
 		err := mb.Receive(ctx, func(_ context.Context, msg coord.Message) error {
 			n.m.MessagesReceived.WithLabelValues(msg.Kind).Inc()
+			n.history.Add(msg, time.Now())
 			if !msg.SentAt.IsZero() {
 				n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
 			}
@@ -216,6 +219,9 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 			n.lg.Warn("mailbox receive ended", zap.Error(err))
 		}
 	}()
+
+	wg.Add(1)
+	go func() { defer wg.Done(); n.publishHistory(ctx, s) }()
 
 	lock := coord.NewModelLock(s, n.cfg.Model, coord.WithHolder(n.cfg.ID, n.cfg.AdvertiseHost), coord.WithLockLogger(n.lg))
 	err = n.standbyAndRun(ctx, s, reg, &rec, lock)

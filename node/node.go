@@ -92,6 +92,9 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 // APIURL is the advertised address of the node's HTTP API.
 func (n *Node) APIURL() string { return n.apiURL }
 
+// Model is the name of the model the node serves.
+func (n *Node) Model() string { return n.cfg.Model }
+
 // Addr is the address the HTTP server listens on.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 

@@ -159,7 +159,11 @@ func TestModelsExportImportRoundTrip(t *testing.T) {
 		t.Fatalf("seeded %d keys", len(src))
 	}
 
-	r := katoctl(t, nil, append(flags, "models", "export", "--progress", "100", "src")...)
+	r := katoctl(t, nil, append(flags, "models", "export", "nosuch")...)
+	if r.code != 1 || !strings.Contains(r.stderr, `no model "nosuch"`) {
+		t.Fatalf("export of an unknown model: exit %d: %s", r.code, r.stderr)
+	}
+	r = katoctl(t, nil, append(flags, "models", "export", "--progress", "100", "src")...)
 	if r.code != 0 {
 		t.Fatalf("export: exit %d: %s", r.code, r.stderr)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -139,7 +141,29 @@ func runAction(c *cli.Context, limit *stopLimit) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("embedded-etcd") {
+		printNextSteps(c, n, id)
+	}
 	return n.Run(ctx)
+}
+
+// printNextSteps tells a quick-start user where the node answers and what
+// to try first.
+func printNextSteps(c *cli.Context, n *node.Node, id string) {
+	host := c.String("listen-host")
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	base := "http://" + net.JoinHostPort(host, strconv.Itoa(n.Addr().(*net.TCPAddr).Port))
+	ctl := "katoctl"
+	if c.IsSet("etcd-listen-client") {
+		ctl += " --endpoints " + c.String("etcd-listen-client")
+	}
+	fmt.Fprintf(c.App.ErrWriter, "katonode: node %q answers at %s once it runs (model %q). Next, in another terminal:\n"+
+		"  %s list\n"+
+		"  curl -XPOST %s/%s/observe -d '{\"strings\":[\"hello\",\"world\"],\"vectors\":[],\"emotives\":{}}'\n"+
+		"  curl %s/%s/status\n",
+		id, base, n.Model(), ctl, base, id, base, id)
 }
 
 // instanceID returns --id, sanitized (telling the user), or the default id

@@ -90,6 +90,7 @@ func applyConfigFile(c *cli.Context, path string) error {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
+		here := map[string]string{} // flag -> key of this entry that set it
 		for _, k := range keys {
 			where := k
 			if e.path != "" {
@@ -98,15 +99,23 @@ func applyConfigFile(c *cli.Context, path string) error {
 			if k == "config" || k == "embedded-etcd" {
 				return fmt.Errorf("--config %s: %s: not allowed in a config file", path, where)
 			}
-			if _, ok := flags[k]; !ok {
+			name := k
+			if alias, ok := geneAliases[k]; ok {
+				name = alias
+			}
+			if _, ok := flags[name]; !ok {
 				return fmt.Errorf("--config %s: %s: unknown key", path, where)
 			}
 			v, err := flagValue(e.keys[k])
 			if err != nil {
 				return fmt.Errorf("--config %s: %s: %v", path, where, err)
 			}
-			set[k] = v
-			setAt[k] = where
+			if at, dup := here[name]; dup {
+				return fmt.Errorf("--config %s: %s and %s set the same flag --%s", path, at, where, name)
+			}
+			here[name] = where
+			set[name] = v
+			setAt[name] = where
 		}
 	}
 	for k, v := range set {

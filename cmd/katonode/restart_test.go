@@ -83,6 +83,9 @@ func TestEmbeddedNodeWithoutIDRestartsAfterKillAndFindsItsModel(t *testing.T) {
 		t.Fatalf("default id %q, want %q", id, want)
 	}
 	in := waitRunning(t, ctx, cli, id)
+	if out := p.out.String(); !strings.Contains(out, "list\n") || !strings.Contains(out, "/"+id+"/observe -d") {
+		t.Fatalf("the quick-start node does not say what to do next:\n%s", out)
+	}
 	client := api{t, in.APIURL}
 	client.ok("POST", "/"+id+"/observe", obs("hello", "world"))
 	client.ok("POST", "/"+id+"/observe", obs("again"))

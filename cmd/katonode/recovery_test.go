@@ -9,13 +9,14 @@ import (
 	"github.com/kato-coord/kato/coord"
 )
 
-// etcd killed for longer than the TTL and started again: every node logs the
+// etcd killed for longer than the TTL and started again: while the holder's
+// session lasts, the standby forwards to it; every node logs the
 // outage once when it starts and once when it ends, both nodes are back
 // (one running, one standby) soon after etcd answers, a client of the
 // standby is served again, and nothing acknowledged is lost.
 func TestRecoveryAfterEtcdComesBack(t *testing.T) {
 	c := newCluster(t)
-	const ttl = 2 * time.Second
+	const ttl = 5 * time.Second
 	procs := map[string]*proc{}
 	procs["a"] = c.node("--id", "a", "--model", "m", "--port", "0", "--ttl", ttl.String())
 	c.waitStatus("a", coord.StatusRunning)
@@ -27,6 +28,10 @@ func TestRecoveryAfterEtcdComesBack(t *testing.T) {
 	name, _ := client.ok("POST", "/m/learn", "")["message"].(string)
 
 	c.etc.Stop(0)
+	// While the holder's session lasts, the standby still forwards to it.
+	if r := client.do("GET", "/m/model/"+strings.TrimPrefix(name, "MODEL|"), ""); r.code != 200 || r.hdr.Get("X-Kato-Served-By") != "a" {
+		t.Fatalf("with etcd down, the standby did not forward to the holder: %d %s (served by %q)", r.code, r.body, r.hdr.Get("X-Kato-Served-By"))
+	}
 	for id, p := range procs {
 		waitFor(t, c.ctx, func() error {
 			out := p.out.String()

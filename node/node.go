@@ -47,7 +47,8 @@ type Node struct {
 	mailbox  *coord.Mailbox
 	recMu    sync.Mutex // serialises registry record updates
 
-	history coord.History // messages received lately, published at history/<id>
+	history  coord.History // messages received lately, published at history/<id>
+	firstRev atomic.Int64  // etcd revision of this process's first registration
 
 	ready    atomic.Bool
 	stopOnce sync.Once
@@ -188,6 +189,7 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 		return err
 	}
 	n.m.Registered.Set(1)
+	n.firstRev.CompareAndSwap(0, rec.ModRevision)
 	n.mu.Lock()
 	n.registry, n.record = reg, &rec
 	n.mu.Unlock()
@@ -212,7 +214,13 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 			if !msg.SentAt.IsZero() {
 				n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
 			}
-			if msg.IsControl(coord.ControlStop) {
+			switch {
+			case !msg.IsControl(coord.ControlStop):
+			case msg.Revision < n.firstRev.Load():
+				// Left by katoctl stop --force for an earlier run of this id.
+				n.lg.Info("ignoring a stop message sent before this process registered", zap.String("from", msg.From),
+					zap.Time("sent", msg.SentAt))
+			default:
 				n.lg.Info("stop requested by message", zap.String("from", msg.From))
 				n.Stop()
 			}

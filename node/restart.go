@@ -70,7 +70,7 @@ func (n *Node) waitForStaleHolder(ctx context.Context, regErr error, told *bool)
 	}
 	stale, left, why := n.staleHolder(ctx, held)
 	if !stale {
-		return regErr
+		return fmt.Errorf("%w; stop it (katoctl stop %s) or give this node another --id", regErr, n.cfg.ID)
 	}
 	if n.cfg.EmbeddedEtcd && held.Host == n.cfg.AdvertiseHost {
 		n.lg.Info("the id is held by an earlier run that is gone; taking it over",

@@ -61,3 +61,33 @@ func TestKatoctlStopForceStopsTheProcess(t *testing.T) {
 		t.Fatalf("f is registered after it exited: %v", err)
 	}
 }
+
+// The stop message that stop --force leaves for a crashed node does not stop
+// the node started next under the same id.
+func TestStopMessageForAnEarlierRunIsIgnored(t *testing.T) {
+	c := newCluster(t)
+	ctl := buildKatoctl(t)
+	p := c.node("--id", "g", "--port", "0")
+	c.waitStatus("g", coord.StatusRunning)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	out, err := exec.CommandContext(c.ctx, ctl, "stop", "--force", "g", "--endpoints", strings.Join(c.etc.Endpoints(), ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("katoctl stop --force: %v\n%s", err, out)
+	}
+	again := c.node("--id", "g", "--port", "0")
+	c.waitStatus("g", coord.StatusRunning)
+	waitFor(t, c.ctx, func() error {
+		if !strings.Contains(again.out.String(), "ignoring a stop message sent before this process registered") {
+			return errors.New("the old stop message was not seen yet")
+		}
+		return nil
+	})
+	select {
+	case <-again.done:
+		t.Fatalf("the new run stopped:\n%s", again.out.String())
+	default:
+	}
+}

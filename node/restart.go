@@ -31,6 +31,11 @@ func (n *Node) staleHolder(ctx context.Context, held coord.Instance) (stale bool
 		return true, 0, "its lease has expired"
 	}
 	left = time.Duration(ttl.TTL) * time.Second
+	if n.cfg.EmbeddedEtcd && held.EmbeddedEtcd && held.Host == n.cfg.AdvertiseHost {
+		// It ran the etcd this process runs now on the data dir this process
+		// holds locked: it is gone (or a zombie, which holds no lock).
+		return true, left, fmt.Sprintf("pid %d ran this embedded etcd, whose data dir this process now holds", held.PID)
+	}
 	if held.Host == n.cfg.AdvertiseHost && (held.PID == os.Getpid() || !pidAlive(held.PID)) {
 		return true, left, fmt.Sprintf("pid %d of this host is no longer running", held.PID)
 	}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"net"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kato-coord/kato/cmd/internal/cliutil/clitest"
 )
@@ -54,5 +57,52 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 	r := katoctl(t, nil, "--version")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "katoctl ") {
 		t.Errorf("katoctl --version: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Ctrl-C while katoctl waits for an etcd that does not answer ends the wait
+// at once and says so, instead of the dial timeout's error.
+func TestInterruptDuringConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	cmd := katoctlCmd(t, nil, "list", "--endpoints", ln.Addr().String(), "--dial-timeout", "60s")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("katoctl never connected")
+	}
+	start := time.Now()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("katoctl still waits 20 s after Ctrl-C (dial timeout 60 s)")
+	}
+	if !strings.Contains(stderr.String(), "interrupted while waiting for etcd") {
+		t.Fatalf("after Ctrl-C (%v): %q", time.Since(start), stderr.String())
 	}
 }

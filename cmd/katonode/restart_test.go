@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -200,5 +201,46 @@ func TestNodeStopsOnSignalWhateverEtcdDoes(t *testing.T) {
 				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, p.out.String())
 			}
 		})
+	}
+}
+
+// An id held by a record on another host whose lease nobody renews (its
+// process died, or lost etcd for good) is waited out, saying so, instead of
+// ending the start.
+func TestNodeWaitsOutAnOldLeaseOfAnotherHost(t *testing.T) {
+	c := newCluster(t)
+	lease, err := c.cli.Grant(c.ctx, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(coord.Instance{V: coord.SchemaVersion, ID: "z", Name: "z", Model: "z", Host: "elsewhere", PID: 1,
+		Status: coord.StatusRunning, LeaseID: coord.LeaseHex(lease.ID), StartedAt: time.Now().UTC()})
+	if _, err := c.cli.Put(c.ctx, coord.InstanceKey("z"), string(rec), clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	// A live holder renews every TTL/3: below 2/3 of the TTL, minus a second, it is old.
+	waitFor(t, c.ctx, func() error {
+		ttl, err := c.cli.TimeToLive(c.ctx, lease.ID)
+		if err != nil {
+			return err
+		}
+		if ttl.TTL >= 3 {
+			return fmt.Errorf("lease has %ds left", ttl.TTL)
+		}
+		return nil
+	})
+	p := c.node("--id", "z", "--port", "0")
+	waitFor(t, c.ctx, func() error {
+		in, err := coord.GetInstance(c.ctx, c.cli, "z")
+		if err != nil {
+			return err
+		}
+		if in.PID != p.cmd.Process.Pid || in.Status != coord.StatusRunning {
+			return fmt.Errorf("z is pid %d, %s", in.PID, in.Status)
+		}
+		return nil
+	})
+	if out := p.out.String(); !strings.Contains(out, "has not been renewed for") {
+		t.Fatalf("the node did not say why it waited:\n%s", out)
 	}
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kato-coord/kato/cmd/internal/cliutil"
 )
 
 // applyConfigFile sets every flag the user did not set (on the command line
@@ -123,7 +125,7 @@ func applyConfigFile(c *cli.Context, path string) error {
 			continue // flags and environment override the file
 		}
 		if err := c.Set(k, v); err != nil {
-			return fmt.Errorf("--config %s: %s: invalid value %q: %v", path, setAt[k], v, err)
+			return fmt.Errorf("--config %s: %s: invalid value %q: %s", path, setAt[k], v, cliutil.ValueHint(flags[k], k))
 		}
 	}
 	return nil

@@ -62,6 +62,7 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"noentry.yaml", "instances:\n  - id: a\n", "--id b", `no instance with id "b" (have a)`},
 		{"badyaml.yaml", "defaults: [1, 2\n", "", "not YAML or JSON"},
 		{"extra.yaml", "defaults: {}\nnodes: []\n", "", "nodes: unknown key in a cluster file"},
+		{"duration.yaml", "ttl: 10\n", "", `ttl: invalid value "10": use a duration with a unit, such as 10s`},
 		{"alias.yaml", "max_predictions: 3\nmax-predictions: 4\n", "", "max-predictions and max_predictions set the same flag --max-predictions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

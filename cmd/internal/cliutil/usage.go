@@ -41,7 +41,7 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	msg := err.Error()
 	if m := badValue.FindStringSubmatch(msg); m != nil {
 		val, name := m[1], m[2]
-		return fmt.Errorf("%s %q: %s", dashed(name), val, valueHint(findFlag(flags, name), name))
+		return fmt.Errorf("%s %q: %s", dashed(name), val, ValueHint(findFlag(flags, name), name))
 	}
 	if m := undefined.FindStringSubmatch(msg); m != nil {
 		return fmt.Errorf("%s: unknown flag for %s; %s lists them", dashed(m[1]), where, help)
@@ -49,8 +49,8 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	return fmt.Errorf("%s; see %s", strings.TrimSpace(msg), help)
 }
 
-// valueHint says what a flag's value must look like.
-func valueHint(f cli.Flag, name string) string {
+// ValueHint says what the value of flag f (named name) must look like.
+func ValueHint(f cli.Flag, name string) string {
 	switch f.(type) {
 	case *cli.DurationFlag:
 		return "use a duration with a unit, such as 10s, 500ms or 1m30s"

@@ -4,10 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/namespace"
@@ -31,7 +39,44 @@ type ClientConfig struct {
 
 // Connect dials etcd, checks that it answers within the dial timeout, and
 // returns a client whose KV, Watcher and Lease are confined to the prefix.
+// When etcd does not answer, the error says what each endpoint did
+// (connection refused, no answer) and what to do next.
 func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.Client, error) {
+	cli, cfg, err := dial(ctx, cfg, lg)
+	if err != nil {
+		return nil, err
+	}
+	// A refused connection or an unknown host will not change within the
+	// dial timeout: say so at once.
+	probes := probeAll(cfg.Endpoints, cfg.DialTimeout)
+	if allHopeless(probes) {
+		cli.Close()
+		return nil, unreachable(cfg.Endpoints, probes)
+	}
+	// clientv3.New does not wait for a connection; check that etcd answers.
+	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, "health-check", clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("interrupted while waiting for etcd at %s", strings.Join(cfg.Endpoints, ","))
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, unreachable(cfg.Endpoints, probeAll(cfg.Endpoints, cfg.DialTimeout))
+		}
+		return nil, fmt.Errorf("coord: etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	return cli, nil
+}
+
+// Dial is Connect without waiting for etcd to answer: for a caller that
+// reports on each endpoint itself (katoctl status).
+func Dial(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.Client, error) {
+	cli, _, err := dial(ctx, cfg, lg)
+	return cli, err
+}
+
+func dial(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.Client, ClientConfig, error) {
 	if len(cfg.Endpoints) == 0 {
 		cfg.Endpoints = []string{"127.0.0.1:2379"}
 	}
@@ -43,11 +88,11 @@ func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.C
 	}
 	prefix, err := NormalizePrefix(cfg.Prefix)
 	if err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
 	tlsCfg, err := tlsConfig(cfg)
 	if err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
 	user, password := cfg.User, cfg.Password
 	if u, p, ok := strings.Cut(user, ":"); ok && password == "" {
@@ -61,22 +106,89 @@ func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.C
 		TLS:                  tlsCfg,
 		Username:             user,
 		Password:             password,
-		Logger:               atLeast(lg.Named("etcd-client"), zap.WarnLevel),
-		Context:              ctx,
+		// The client's own retry warnings are long and repeat every few
+		// milliseconds while etcd is away; the node logs the outage itself.
+		Logger:  atLeast(lg.Named("etcd-client"), zap.ErrorLevel),
+		Context: ctx,
+		// gRPC's default reconnect backoff grows to 2 minutes, so a client
+		// could take that long to notice that etcd is back: at most 1 s.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		})},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("coord: connect to etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)
+		return nil, cfg, fmt.Errorf("coord: connect to etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	// Confine the client first: an etcd user may be allowed the prefix only.
 	Namespace(cli, prefix)
-	// clientv3.New does not wait for a connection; check that etcd answers.
-	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	if _, err := cli.Get(pctx, "health-check", clientv3.WithCountOnly()); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("coord: etcd at %s does not answer within %v: %w", strings.Join(cfg.Endpoints, ","), cfg.DialTimeout, err)
+	return cli, cfg, nil
+}
+
+// unreachable explains why no endpoint answered: each endpoint's TCP
+// outcome, then the next step.
+func unreachable(endpoints, probes []string) error {
+	var seen []string
+	for i, ep := range endpoints {
+		seen = append(seen, ep+" ("+probes[i]+")")
 	}
-	return cli, nil
+	return fmt.Errorf("%w at %s: is etcd running? start one with katonode run --embedded-etcd, or point --endpoints (KATO_ETCD_ENDPOINTS) at yours",
+		ErrEtcdUnreachable, strings.Join(seen, ", "))
+}
+
+const (
+	probeRefused = "connection refused"
+	probeNoHost  = "unknown host"
+)
+
+// probeAll says what a TCP connection to each endpoint does, all at once.
+func probeAll(endpoints []string, timeout time.Duration) []string {
+	out := make([]string, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = probe(ep, timeout)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func allHopeless(probes []string) bool {
+	for _, p := range probes {
+		if p != probeRefused && p != probeNoHost {
+			return false
+		}
+	}
+	return len(probes) > 0
+}
+
+// probe says what a TCP connection to an endpoint does.
+func probe(ep string, timeout time.Duration) string {
+	host := ep
+	if u, err := url.Parse(ep); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	if timeout > time.Second {
+		timeout = time.Second
+	}
+	conn, err := net.DialTimeout("tcp", host, timeout)
+	if err != nil {
+		var dnsErr *net.DNSError
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return probeRefused
+		case errors.As(err, &dnsErr):
+			return probeNoHost
+		case os.IsTimeout(err):
+			return "no answer to connect"
+		}
+		return err.Error()
+	}
+	conn.Close()
+	return "connects, but etcd did not answer in time"
 }
 
 // Namespace confines cli's KV, Watcher and Lease to prefix, in place. Every

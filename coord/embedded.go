@@ -73,11 +73,16 @@ func DefaultEmbeddedDataDir() string {
 // ErrAddrInUse is returned by StartEmbedded when a listen address is taken.
 var ErrAddrInUse = errors.New("coord: address already in use")
 
+// ErrDataDirInUse is returned by StartEmbedded when another process runs an
+// embedded etcd on the same data dir.
+var ErrDataDirInUse = errors.New("coord: embedded etcd data dir in use")
+
 // Embedded is a running in-process etcd member.
 type Embedded struct {
 	etcd     *embed.Etcd
 	endpoint string
 	closing  *atomic.Bool
+	dirLock  *os.File // held while the member runs
 }
 
 // StartEmbedded starts the member and waits until it serves clients.
@@ -115,6 +120,19 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, lg *zap.Logger) (*Em
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("coord: embedded etcd data dir: %w", err)
+	}
+	dirLock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started && dirLock != nil {
+			dirLock.Close()
+		}
+	}()
 	// Check both ports first: etcd's own error for a taken port is a wrapped
 	// listener error deep in its start-up log.
 	for _, a := range []struct{ flag, addr string }{{"--etcd-listen-client", cfg.ClientAddr}, {"--etcd-listen-peer", cfg.PeerAddr}} {
@@ -122,9 +140,6 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, lg *zap.Logger) (*Em
 			return nil, fmt.Errorf("%w: embedded etcd cannot listen on %s (%s): %v; is another etcd or katonode --embedded-etcd running? choose another address with %s",
 				ErrAddrInUse, a.addr, a.flag, err, a.flag)
 		}
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("coord: embedded etcd data dir: %w", err)
 	}
 
 	ec := embed.NewConfig()
@@ -171,7 +186,8 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, lg *zap.Logger) (*Em
 		return nil, ctx.Err()
 	}
 	lg.Info("embedded etcd ready", zap.String("endpoint", clientURL.String()), zap.String("data-dir", cfg.DataDir))
-	return &Embedded{etcd: e, endpoint: clientURL.String(), closing: closing}, nil
+	started = true
+	return &Embedded{etcd: e, endpoint: clientURL.String(), closing: closing, dirLock: dirLock}, nil
 }
 
 // Endpoint is the client URL of the member.
@@ -184,6 +200,9 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 func (e *Embedded) Close() {
 	e.closing.Store(true)
 	e.etcd.Close()
+	if e.dirLock != nil {
+		e.dirLock.Close()
+	}
 }
 
 // quietCore drops all but fatal entries once closing is set.

@@ -14,6 +14,9 @@ var (
 	ErrInvalidID = errors.New("coord: invalid instance id")
 	// ErrIDTaken is returned by Register when a live instance holds the id.
 	ErrIDTaken = errors.New("coord: instance id already registered")
+	// ErrEtcdUnreachable is returned by Connect when no endpoint answers
+	// within the dial timeout.
+	ErrEtcdUnreachable = errors.New("coord: etcd does not answer")
 	// ErrNotFound is returned when a key (instance, model, message) does not exist.
 	ErrNotFound = errors.New("coord: not found")
 	// ErrNotRegistered is returned by Update and Deregister when this session

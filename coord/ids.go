@@ -1,10 +1,12 @@
 package coord
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
-	"time"
 )
 
 // MaxIDLen and MaxNameLen bound instance ids and names (DESIGN.md §3).
@@ -69,14 +71,26 @@ func SanitizeID(in string) (id string, changed bool, err error) {
 	return id, id != in, nil
 }
 
-// GenerateID makes an id from the host name, the start time and the pid, for a
-// node started without --id.
-func GenerateID(host string, start time.Time, pid int) string {
+// DefaultID is the id of a node started without --id: the host name, and
+// for a data dir other than the default one a short hash of its absolute
+// path, so that a restart on the same host with the same data dir finds the
+// same instance and model, and two data dirs on one host do not clash.
+func DefaultID(host, dataDir, defaultDataDir string) string {
 	h, _, err := SanitizeID(host)
 	if err != nil {
 		h = "node"
 	}
-	suffix := fmt.Sprintf("-%s-%d", start.UTC().Format("20060102T150405"), pid)
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return filepath.Clean(a)
+		}
+		return filepath.Clean(p)
+	}
+	if dataDir == "" || abs(dataDir) == abs(defaultDataDir) {
+		return h
+	}
+	sum := sha256.Sum256([]byte(abs(dataDir)))
+	suffix := "-" + hex.EncodeToString(sum[:4])
 	if len(h)+len(suffix) > MaxIDLen {
 		h = h[:MaxIDLen-len(suffix)]
 	}

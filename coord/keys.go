@@ -19,6 +19,7 @@ const (
 	lockInfoDir  = "lockinfo/"
 	modelsDir    = "models/"
 	inboxDir     = "inbox/"
+	historyDir   = "history/"
 )
 
 // InstanceKey is the registry key of an instance.
@@ -50,6 +51,12 @@ func InboxPrefix(id string) string { return inboxDir + id + "/" }
 
 // InboxesPrefix is the prefix of all inboxes.
 func InboxesPrefix() string { return inboxDir }
+
+// HistoryKey holds the messages an instance received lately (History).
+func HistoryKey(id string) string { return historyDir + id }
+
+// HistoriesPrefix is the prefix of all message histories.
+func HistoriesPrefix() string { return historyDir }
 
 // NormalizePrefix makes a root prefix absolute-looking and slash-terminated:
 // "kato" and "/kato" both become "/kato/". An empty prefix is refused.

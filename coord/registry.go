@@ -50,6 +50,9 @@ type Instance struct {
 	Version    string          `json:"version"`
 	StartedAt  time.Time       `json:"started_at"`
 	LeaseID    string          `json:"lease_id"` // hex, as in concurrency.Mutex keys
+	// EmbeddedEtcd is set when the etcd runs inside the instance's process:
+	// it goes when the instance stops.
+	EmbeddedEtcd bool `json:"embedded_etcd,omitempty"`
 
 	// ModRevision is the etcd revision of the record's last write (not stored).
 	ModRevision int64 `json:"-"`
@@ -125,7 +128,7 @@ func (r *Registry) Register(ctx context.Context, in *Instance) error {
 			ErrIDTaken, in.ID, holder.PID, holder.Host, holder.Name, holder.Status, holder.StartedAt.Format(time.RFC3339))
 	}
 	in.ModRevision = resp.Header.Revision
-	r.lg.Info("registered", zap.String("id", in.ID), zap.String("status", string(in.Status)))
+	r.lg.Info("registered", zap.String("instance", in.ID), zap.String("status", string(in.Status)))
 	return nil
 }
 
@@ -177,7 +180,7 @@ func (r *Registry) Deregister(ctx context.Context, id string) error {
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: %s", ErrNotRegistered, id)
 	}
-	r.lg.Info("deregistered", zap.String("id", id))
+	r.lg.Info("deregistered", zap.String("instance", id))
 	return nil
 }
 

@@ -128,6 +128,36 @@ func (b backend) Pending(ctx context.Context, id string) ([]coord.Message, error
 	return mb.Pending(ctx, id)
 }
 
+// History is this node's own history from memory, another instance's from
+// what it published in etcd.
+func (b backend) History(ctx context.Context, id string) ([]coord.ReceivedMessage, error) {
+	if id == b.n.cfg.ID {
+		list, _ := b.n.history.List()
+		return list, nil
+	}
+	return coord.GetHistory(ctx, b.n.cli, id)
+}
+
+// MessageTarget sends what is addressed to a model to the instance holding
+// it, rather than to an inbox named like the model that nobody reads.
+func (b backend) MessageTarget(name string) (string, error) {
+	n := b.n
+	if name == n.cfg.ID {
+		return name, nil
+	}
+	if _, ok := n.dir.Instance(name); ok {
+		return name, nil
+	}
+	_, holder, ok, known := n.dir.Resolve(name)
+	switch {
+	case !known:
+		return name, nil
+	case !ok:
+		return "", api.ErrNoHolder
+	}
+	return holder.ID, nil
+}
+
 // SD lists every live instance's metrics address for Prometheus HTTP SD,
 // from the directory (kept current by a watch).
 func (b backend) SD() []api.SDGroup {

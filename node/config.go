@@ -43,6 +43,11 @@ type Config struct {
 	MaxBodyBytes int64
 	// Version is shown in the registry record and node info.
 	Version string
+	// EmbeddedEtcd says the etcd runs inside this process (katonode run
+	// --embedded-etcd): the record says so, katoctl stop --all stops such a
+	// node last, and a dead earlier run's hold on the id is taken over at
+	// once, since only this process can have started the etcd.
+	EmbeddedEtcd bool
 }
 
 func (c *Config) applyDefaults() error {

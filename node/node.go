@@ -49,6 +49,9 @@ type Node struct {
 	mailbox  *coord.Mailbox
 	recMu    sync.Mutex // serialises registry record updates
 
+	history  coord.History // messages received lately, published at history/<id>
+	firstRev atomic.Int64  // etcd revision of this process's first registration
+
 	ready    atomic.Bool
 	stopOnce sync.Once
 	stopCh   chan struct{} // closed when a stop is requested
@@ -93,6 +96,9 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 // APIURL is the advertised address of the node's HTTP API.
 func (n *Node) APIURL() string { return n.apiURL }
 
+// Model is the name of the model the node serves.
+func (n *Node) Model() string { return n.cfg.Model }
+
 // Addr is the address the HTTP server listens on.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 
@@ -117,10 +123,10 @@ func (n *Node) Run(ctx context.Context) error {
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer func() { cancelBG(); wg.Wait() }()
-	wg.Add(1)
+	wg.Add(3)
 	go func() { defer wg.Done(); n.dir.Run(bg) }()
-	wg.Add(1)
 	go func() { defer wg.Done(); n.console.Run(bg) }()
+	go func() { defer wg.Done(); n.watchEtcd(bg) }()
 
 	srv := &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return bg }}
 	srv.RegisterOnShutdown(n.console.Close) // open console pages must not hold the shutdown up
@@ -188,6 +194,7 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 		return err
 	}
 	n.m.Registered.Set(1)
+	n.firstRev.CompareAndSwap(0, rec.ModRevision)
 	n.mu.Lock()
 	n.registry, n.record = reg, &rec
 	n.mu.Unlock()
@@ -208,10 +215,17 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 		defer wg.Done()
 		err := mb.Receive(ctx, func(_ context.Context, msg coord.Message) error {
 			n.m.MessagesReceived.WithLabelValues(msg.Kind).Inc()
+			n.history.Add(msg, time.Now())
 			if !msg.SentAt.IsZero() {
 				n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
 			}
-			if msg.IsControl(coord.ControlStop) {
+			switch {
+			case !msg.IsControl(coord.ControlStop):
+			case msg.Revision < n.firstRev.Load():
+				// Left by katoctl stop --force for an earlier run of this id.
+				n.lg.Info("ignoring a stop message sent before this process registered", zap.String("from", msg.From),
+					zap.Time("sent", msg.SentAt))
+			default:
 				n.lg.Info("stop requested by message", zap.String("from", msg.From))
 				n.Stop()
 			}
@@ -221,6 +235,9 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 			n.lg.Warn("mailbox receive ended", zap.Error(err))
 		}
 	}()
+
+	wg.Add(1)
+	go func() { defer wg.Done(); n.publishHistory(ctx, s) }()
 
 	lock := coord.NewModelLock(s, n.cfg.Model, coord.WithHolder(n.cfg.ID, n.cfg.AdvertiseHost), coord.WithLockLogger(n.lg))
 	err = n.standbyAndRun(ctx, s, reg, &rec, lock)
@@ -265,7 +282,7 @@ func (n *Node) newRecord(s *coord.Session) coord.Instance {
 	return coord.Instance{
 		ID: n.cfg.ID, Name: n.cfg.Name, Model: n.cfg.Model, Host: n.cfg.AdvertiseHost, PID: os.Getpid(),
 		APIURL: n.apiURL, MetricsURL: n.apiURL + "/metrics", Status: coord.StatusStarting,
-		Genes: genes, Version: n.cfg.Version, StartedAt: n.started,
+		Genes: genes, Version: n.cfg.Version, StartedAt: n.started, EmbeddedEtcd: n.cfg.EmbeddedEtcd,
 	}
 }
 
@@ -275,15 +292,34 @@ func (n *Node) newRecord(s *coord.Session) coord.Instance {
 // etcd did not answer (a member cut off or without a leader) until the new
 // session is lost too.
 func (n *Node) register(ctx context.Context, reg *coord.Registry, rec *coord.Instance, first bool) error {
+	told := false
 	for {
 		err := reg.Register(ctx, rec)
-		if err == nil || first || errors.Is(err, coord.ErrSessionLost) {
+		if err == nil || errors.Is(err, coord.ErrSessionLost) {
+			return err
+		}
+		if first {
+			// A crashed earlier run of this node may still hold the id.
+			if errors.Is(err, coord.ErrIDTaken) {
+				if werr := n.waitForStaleHolder(ctx, err, &told); werr != nil {
+					return werr
+				}
+				continue
+			}
 			return err
 		}
 		if errors.Is(err, coord.ErrIDTaken) {
 			held, gerr := coord.GetInstance(ctx, n.cli, rec.ID)
 			if gerr == nil && (held.PID != rec.PID || held.Host != rec.Host) {
 				return err
+			}
+			// Our own record of a lost session (etcd kept or revived its
+			// lease): revoke that lease now rather than wait a TTL for it.
+			if gerr == nil && held.LeaseID != rec.LeaseID {
+				if terr := n.takeOver(ctx, held); terr == nil {
+					n.lg.Info("revoked the lease of this node's lost session", zap.String("lease", held.LeaseID))
+					continue
+				}
 			}
 		} else {
 			n.lg.Warn("cannot register again; retrying", zap.Error(err))
@@ -495,7 +531,9 @@ func (n *Node) acquire(ctx context.Context, s *coord.Session, lock *coord.ModelL
 // gracefulStop: draining → finish in-flight requests → release the lock →
 // delete the record → revoke the lease.
 func (n *Node) gracefulStop(s *coord.Session, reg *coord.Registry, rec *coord.Instance, lock *coord.ModelLock) {
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout+5*time.Second)
+	// The whole stop fits in the drain timeout, whatever etcd is doing
+	// (katonode's main ends the process after it).
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
 	defer cancel()
 	n.setReady(false)
 	n.setStatus(ctx, reg, rec, coord.StatusDraining)

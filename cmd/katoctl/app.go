@@ -9,7 +9,8 @@ import (
 )
 
 // newApp builds the katoctl command tree. Global flags (etcd connection,
-// logging, output) go before the command: katoctl --endpoints h:2379 list.
+// logging, output) may go anywhere once main has normalised the arguments
+// (cliutil.NormalizeArgs): katoctl --endpoints h:2379 list -o json.
 func newApp() *cli.App {
 	flags := append(cliutil.EtcdFlags(), cliutil.LogFlags("warn")...)
 	flags = append(flags, cliutil.OutputFlag())
@@ -21,7 +22,7 @@ func newApp() *cli.App {
 	commands = append(commands, modelsCommand(), cleanupCommand())
 	commands = append(commands, benchCommand())
 	commands = append(commands, cliutil.VersionCommand())
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "katoctl",
 		Usage:                "administer a KATO cluster through etcd",
 		Version:              cliutil.VersionString(),
@@ -32,6 +33,8 @@ func newApp() *cli.App {
 		Flags:                flags,
 		Commands:             commands,
 	}
+	cliutil.OneLineUsageErrors(app)
+	return app
 }
 
 // env is what a katoctl command needs to talk to etcd.

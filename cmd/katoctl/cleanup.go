@@ -33,7 +33,7 @@ func cleanupCommand() *cli.Command {
 		Name:  "cleanup",
 		Usage: "report and remove keys that no live lease explains",
 		Description: "Reads every key under --prefix except models/ at one revision and reports:\n" +
-			"  - keys under instances/, locks/models/, lockinfo/, inbox/ and control/ that carry\n" +
+			"  - keys under instances/, locks/models/, lockinfo/, inbox/, history/ and control/ that carry\n" +
 			"    no lease, or whose lease no longer exists (etcd deletes leased keys with their\n" +
 			"    lease: these were left by older versions or written by hand);\n" +
 			"  - lockinfo/<model> whose lock key is gone (or is removed by this cleanup);\n" +
@@ -82,6 +82,7 @@ func leasedAreas() [][2]string {
 		{coord.LocksPrefix(), "locks"},
 		{coord.LockInfoPrefix(), "lockinfo"},
 		{coord.InboxesPrefix(), "inbox"},
+		{coord.HistoriesPrefix(), "history"},
 		{"control/", "control"},
 	}
 }

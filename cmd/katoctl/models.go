@@ -363,6 +363,9 @@ func modelsExport(c *cli.Context, e env, model string) error {
 	if err != nil {
 		return fmt.Errorf("models export %s: %w (after %d records; the output is incomplete)", model, err, n.total())
 	}
+	if n.total() == 0 && len(skipped) == 0 {
+		return fmt.Errorf("models export: no model %q (katoctl models ls lists them)", model)
+	}
 	if len(skipped) > 0 {
 		fmt.Fprintf(c.App.ErrWriter, "katoctl: warning: skipped %d keys of %s that are neither patterns, vectors nor meta (first: %s)\n",
 			len(skipped), coord.ModelPrefix(model), skipped[0])

@@ -221,11 +221,11 @@ func TestModelsExportImportRoundTrip(t *testing.T) {
 	}
 }
 
-func TestModelsExportEmptyAndBadNames(t *testing.T) {
+func TestModelsExportUnknownAndBadNames(t *testing.T) {
 	_, flags := modelEtcd(t)
 	r := katoctl(t, nil, append(flags, "models", "export", "nothing")...)
-	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "exported 0 patterns, 0 vectors of nothing") {
-		t.Fatalf("export of an empty model: exit %d, out %q, err %q", r.code, r.stdout, r.stderr)
+	if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, `katoctl: models export: no model "nothing" (katoctl models ls lists them)`) {
+		t.Fatalf("export of an unknown model: exit %d, out %q, err %q", r.code, r.stdout, r.stderr)
 	}
 	for _, args := range [][]string{{"export", "bad name"}, {"import", "a/b"}, {"rm", ""}} {
 		r := katoctl(t, nil, append(append(flags, "models"), args...)...)

@@ -46,7 +46,7 @@ func msgCommand() *cli.Command {
 			},
 			{
 				Name:      "ls",
-				Usage:     "list the messages waiting for an instance, without consuming them",
+				Usage:     "list the messages waiting for an instance, without consuming them, and those it received lately",
 				ArgsUsage: "ID",
 				Action: func(c *cli.Context) error {
 					id, err := oneID(c)
@@ -182,10 +182,13 @@ func msgSend(c *cli.Context, e env) error {
 	return cliutil.Print(c, sent[0], t)
 }
 
-// messageView is a waiting message as `msg ls` shows it.
+// messageView is a message as `msg ls` shows it: waiting in the inbox, or
+// received lately by the instance (from the history it publishes).
 type messageView struct {
 	coord.Message
-	TTLLeft int64 `json:"ttl_left_s"` // -1 when the lease is gone
+	State      string     `json:"state"`                 // waiting or received
+	TTLLeft    int64      `json:"ttl_left_s"`            // -1 when the lease is gone (or received)
+	ReceivedAt *time.Time `json:"received_at,omitempty"` // received only
 }
 
 func msgList(c *cli.Context, e env, id string) error {
@@ -195,12 +198,16 @@ func msgList(c *cli.Context, e env, id string) error {
 	if err != nil {
 		return err
 	}
+	received, err := coord.GetHistory(ctx, e.cli.KV, id)
+	if err != nil {
+		return err
+	}
 	// Messages share bucket leases: ask once per lease.
 	left := map[clientv3.LeaseID]int64{}
-	views := make([]messageView, len(msgs))
+	views := make([]messageView, 0, len(msgs)+len(received))
 	now := time.Now()
-	t := cliutil.Table{Header: []string{"ID", "FROM", "KIND", "AGE", "TTL", "BODY"}}
-	for i, m := range msgs {
+	t := cliutil.Table{Header: []string{"ID", "FROM", "KIND", "AGE", "TTL", "STATE", "BODY"}}
+	for _, m := range msgs {
 		ttl, ok := left[m.Lease]
 		if !ok {
 			ttl = -1
@@ -209,8 +216,15 @@ func msgList(c *cli.Context, e env, id string) error {
 			}
 			left[m.Lease] = ttl
 		}
-		views[i] = messageView{Message: m, TTLLeft: ttl}
-		t.Rows = append(t.Rows, []string{m.ID, m.From, m.Kind, fmtDuration(now.Sub(m.SentAt)), fmtTTL(ttl), shortBody(m.Body, 60)})
+		views = append(views, messageView{Message: m, State: "waiting", TTLLeft: ttl})
+		t.Rows = append(t.Rows, []string{m.ID, m.From, m.Kind, fmtDuration(now.Sub(m.SentAt)), fmtTTL(ttl), "waiting", shortBody(m.Body, 60)})
+	}
+	for _, r := range received {
+		at := r.ReceivedAt
+		views = append(views, messageView{Message: coord.Message{ID: r.ID, From: r.From, To: id, Kind: r.Kind, Body: r.Body, SentAt: r.SentAt},
+			State: "received", TTLLeft: -1, ReceivedAt: &at})
+		t.Rows = append(t.Rows, []string{r.ID, r.From, r.Kind, fmtDuration(now.Sub(r.SentAt)), "-",
+			"received " + fmtDuration(now.Sub(r.ReceivedAt)) + " ago", shortBody(r.Body, 60)})
 	}
 	return cliutil.Print(c, views, t)
 }

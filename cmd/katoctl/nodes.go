@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kato-coord/kato/cmd/internal/cliutil"
@@ -147,21 +149,26 @@ func watchRegistry(c *cli.Context, e env) error {
 
 // endpointStatus is one etcd endpoint's health as katoctl status shows it.
 type endpointStatus struct {
-	Endpoint string `json:"endpoint"`
-	Healthy  bool   `json:"healthy"`
-	Version  string `json:"version,omitempty"`
-	IsLeader bool   `json:"is_leader"`
-	DBSize   int64  `json:"db_size_bytes,omitempty"`
-	RaftTerm uint64 `json:"raft_term,omitempty"`
-	Error    string `json:"error,omitempty"`
+	Endpoint    string   `json:"endpoint"`
+	Healthy     bool     `json:"healthy"`
+	Version     string   `json:"version,omitempty"`
+	MemberID    string   `json:"member_id,omitempty"`
+	IsLeader    bool     `json:"is_leader"`
+	DBSize      int64    `json:"db_size_bytes,omitempty"`
+	DBSizeInUse int64    `json:"db_size_in_use_bytes,omitempty"`
+	Quota       int64    `json:"quota_bytes,omitempty"`
+	Alarms      []string `json:"alarms,omitempty"`
+	RaftTerm    uint64   `json:"raft_term,omitempty"`
+	Error       string   `json:"error,omitempty"`
 }
 
 type clusterStatus struct {
-	Endpoints []endpointStatus       `json:"endpoints"`
-	Leader    string                 `json:"leader"`
-	Instances int                    `json:"instances"`
-	ByStatus  map[coord.Status]int   `json:"by_status"`
-	Leases    []instanceLeaseSummary `json:"leases"`
+	Endpoints      []endpointStatus       `json:"endpoints"`
+	Leader         string                 `json:"leader"`
+	Instances      int                    `json:"instances"`
+	InstancesError string                 `json:"instances_error,omitempty"`
+	ByStatus       map[coord.Status]int   `json:"by_status"`
+	Leases         []instanceLeaseSummary `json:"leases"`
 }
 
 type instanceLeaseSummary struct {
@@ -170,63 +177,132 @@ type instanceLeaseSummary struct {
 	TTLLeft int64  `json:"ttl_left_s"`
 }
 
+// statusAction asks every endpoint on its own, each within --command-timeout
+// and all at once, so that a dead endpoint shows as such beside the live
+// ones; the registry is read through whichever endpoint answers.
 func statusAction(c *cli.Context) error {
-	return withEtcd(c, func(e env) error {
+	lg, err := cliutil.Logger(c)
+	if err != nil {
+		return err
+	}
+	defer lg.Sync()
+	etc, err := coord.Dial(c.Context, cliutil.ClientConfig(c), lg)
+	if err != nil {
+		return err
+	}
+	defer etc.Close()
+	st := clusterStatus{ByStatus: map[coord.Status]int{}}
+	eps := etc.Endpoints()
+	st.Endpoints = make([]endpointStatus, len(eps))
+	var alarms []*etcdserverpb.AlarmMember
+	var wg sync.WaitGroup
+	for i, ep := range eps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := cliutil.CommandContext(c)
+			defer cancel()
+			st.Endpoints[i] = endpointHealth(ctx, etc, ep)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		ctx, cancel := cliutil.CommandContext(c)
 		defer cancel()
-		st := clusterStatus{ByStatus: map[coord.Status]int{}}
-		for _, ep := range e.cli.Endpoints() {
-			es := endpointStatus{Endpoint: ep}
-			resp, err := e.cli.Status(ctx, ep)
-			if err != nil {
-				es.Error = err.Error()
-			} else {
-				es.Healthy = len(resp.Errors) == 0
-				es.Version = resp.Version
-				es.IsLeader = resp.Header.MemberId == resp.Leader
-				es.DBSize = resp.DbSize
-				es.RaftTerm = resp.RaftTerm
-				if len(resp.Errors) > 0 {
-					es.Error = strings.Join(resp.Errors, "; ")
-				}
-				if es.IsLeader {
-					st.Leader = ep
-				}
-			}
-			st.Endpoints = append(st.Endpoints, es)
-		}
-		list, _, err := coord.ListInstances(ctx, e.cli)
+		list, _, err := coord.ListInstances(ctx, etc)
 		if err != nil {
-			return err
+			st.InstancesError = cliutil.ErrorLine(err)
+			return
 		}
 		st.Instances = len(list)
-		for _, v := range viewsOf(ctx, e.cli, list, time.Now()) {
+		for _, v := range viewsOf(ctx, etc, list, time.Now()) {
 			st.ByStatus[v.Status]++
 			st.Leases = append(st.Leases, instanceLeaseSummary{ID: v.ID, Lease: v.LeaseID, TTLLeft: v.TTLLeft})
 		}
-		if err := cliutil.Print(c, st, statusTable(st)); err != nil {
-			return err
+		if resp, err := etc.AlarmList(ctx); err == nil {
+			alarms = resp.Alarms
 		}
-		for _, es := range st.Endpoints {
-			if !es.Healthy {
-				return cli.Exit("", 2) // unhealthy endpoint: shown above, exit 2
+	}()
+	wg.Wait()
+	for i, es := range st.Endpoints {
+		for _, a := range alarms {
+			if es.MemberID != "" && es.MemberID == fmt.Sprintf("%x", a.MemberID) && a.Alarm != etcdserverpb.AlarmType_NONE {
+				st.Endpoints[i].Alarms = append(st.Endpoints[i].Alarms, a.Alarm.String())
+				st.Endpoints[i].Healthy = false
 			}
 		}
-		return nil
-	})
+		if es.IsLeader {
+			st.Leader = es.Endpoint
+		}
+	}
+	if err := cliutil.Print(c, st, statusTable(st)); err != nil {
+		return err
+	}
+	for _, es := range st.Endpoints {
+		if !es.Healthy {
+			return cli.Exit("", 2) // unhealthy endpoint: shown above, exit 2
+		}
+	}
+	if st.InstancesError != "" {
+		return cli.Exit("", 2)
+	}
+	return nil
+}
+
+func endpointHealth(ctx context.Context, cli *clientv3.Client, ep string) endpointStatus {
+	es := endpointStatus{Endpoint: ep}
+	resp, err := cli.Status(ctx, ep)
+	if err != nil {
+		es.Error = "does not answer: " + cliutil.ErrorLine(err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			es.Error = "does not answer within --command-timeout"
+		}
+		return es
+	}
+	es.Healthy = len(resp.Errors) == 0
+	es.Version = resp.Version
+	es.MemberID = fmt.Sprintf("%x", resp.Header.MemberId)
+	es.IsLeader = resp.Header.MemberId == resp.Leader
+	es.DBSize = resp.DbSize
+	es.DBSizeInUse = resp.DbSizeInUse
+	es.Quota = resp.DbSizeQuota
+	es.RaftTerm = resp.RaftTerm
+	if len(resp.Errors) > 0 {
+		es.Error = strings.Join(resp.Errors, "; ")
+	}
+	return es
 }
 
 func statusTable(st clusterStatus) cliutil.Table {
 	t := cliutil.Table{Header: []string{"WHAT", "NAME", "STATE", "DETAIL"}}
 	for _, es := range st.Endpoints {
-		state, detail := "healthy", fmt.Sprintf("etcd %s, term %d, db %d bytes", es.Version, es.RaftTerm, es.DBSize)
+		state := "healthy"
 		if es.IsLeader {
 			state = "healthy, leader"
 		}
-		if !es.Healthy {
-			state, detail = "unhealthy", es.Error
+		detail := es.Error
+		if es.Version != "" {
+			detail = fmt.Sprintf("etcd %s, term %d, db %s (%s in use) of %s quota", es.Version, es.RaftTerm,
+				fmtBytes(es.DBSize), fmtBytes(es.DBSizeInUse), fmtBytes(es.Quota))
+			if len(es.Alarms) > 0 {
+				detail += ", ALARM " + strings.Join(es.Alarms, ", ")
+			}
+			if es.Error != "" {
+				detail += ", " + es.Error
+			}
+		}
+		switch {
+		case es.Version == "":
+			state = "down"
+		case !es.Healthy:
+			state = "unhealthy"
 		}
 		t.Rows = append(t.Rows, []string{"endpoint", es.Endpoint, state, detail})
+	}
+	if st.InstancesError != "" {
+		t.Rows = append(t.Rows, []string{"instances", "-", "unknown", st.InstancesError})
+		return t
 	}
 	statuses := make([]string, 0, len(st.ByStatus))
 	for s := range st.ByStatus {
@@ -243,6 +319,21 @@ func statusTable(st clusterStatus) cliutil.Table {
 		t.Rows = append(t.Rows, []string{"lease", l.ID, fmtTTL(l.TTLLeft), "lease " + l.Lease})
 	}
 	return t
+}
+
+// fmtBytes prints a size in binary units, "-" when unknown.
+func fmtBytes(n int64) string {
+	switch {
+	case n <= 0:
+		return "-"
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
 }
 
 func fmtTTL(s int64) string {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
@@ -194,5 +195,51 @@ func (l *lineReader) Write(p []byte) (int, error) {
 		}
 		l.ch <- string(l.buf[:i])
 		l.buf = l.buf[i+1:]
+	}
+}
+
+// One dead endpoint (refused) and one that never answers do not hide the
+// live one: each shows on its own line within --command-timeout, with the
+// live member's db size, in-use size, quota and alarm.
+func TestStatusShowsEveryEndpointAndAlarms(t *testing.T) {
+	c, _ := registered(t, sampleInstances()...)
+	cli := c.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := cli.Status(ctx, c.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, &etcdserverpb.AlarmRequest{
+		Action: etcdserverpb.AlarmRequest_ACTIVATE, MemberID: st.Header.MemberId, Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+		t.Fatal(err)
+	}
+	hole := etcdtest.NewProxy(t, c.Endpoints()[0])
+	hole.Blackhole()
+	dead := "127.0.0.1:1"
+	eps := strings.Join(append(c.Endpoints(), dead, hole.Endpoint()), ",")
+	r := katoctl(t, nil, "status", "--endpoints", eps, "--command-timeout", "2s")
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2: %s %s", r.code, r.stdout, r.stderr)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "endpoint" {
+			rows[f[1]] = line
+		}
+	}
+	live := rows[c.Endpoints()[0]]
+	for _, want := range []string{"unhealthy", "in use) of 2.00 GiB quota", "ALARM NOSPACE"} {
+		if !strings.Contains(live, want) {
+			t.Errorf("live endpoint row lacks %q: %q", want, live)
+		}
+	}
+	for _, ep := range []string{dead, hole.Endpoint()} {
+		if !strings.Contains(rows[ep], "down") || !strings.Contains(rows[ep], "does not answer") {
+			t.Errorf("row of %s: %q", ep, rows[ep])
+		}
+	}
+	if !strings.Contains(r.stdout, "running") || !strings.Contains(r.stdout, "standby") {
+		t.Errorf("no instance rows:\n%s", r.stdout)
 	}
 }

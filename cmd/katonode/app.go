@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"time"
+	"net"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -19,8 +19,10 @@ const (
 	catEmbedded = "embedded etcd"
 )
 
-func newApp() *cli.App {
-	return &cli.App{
+// newApp builds the katonode command tree; run stores its drain timeout in
+// limit, the bound main puts on a graceful stop.
+func newApp(limit *stopLimit) *cli.App {
+	app := &cli.App{
 		Name:                 "katonode",
 		Usage:                "run one KATO processor as a node of a cluster coordinated by etcd",
 		Version:              cliutil.VersionString(),
@@ -28,13 +30,15 @@ func newApp() *cli.App {
 		EnableBashCompletion: true,
 		Suggest:              true,
 		Commands: []*cli.Command{
-			runCommand(),
+			runCommand(limit),
 			cliutil.VersionCommand(),
 		},
 	}
+	cliutil.OneLineUsageErrors(app)
+	return app
 }
 
-func runCommand() *cli.Command {
+func runCommand(limit *stopLimit) *cli.Command {
 	flags := nodeFlags()
 	flags = append(flags, geneFlags()...)
 	flags = append(flags,
@@ -60,18 +64,21 @@ func runCommand() *cli.Command {
 		Usage:     "run a node until SIGINT/SIGTERM or katoctl stop",
 		UsageText: "katonode run [--id ID] [--model M] [--embedded-etcd] [flags]",
 		Flags:     flags,
-		Action:    runAction,
+		Action:    func(c *cli.Context) error { return runAction(c, limit) },
 	}
 }
 
-func runAction(c *cli.Context) error {
+func runAction(c *cli.Context, limit *stopLimit) error {
 	if c.Args().Present() {
-		return fmt.Errorf("run takes no arguments, got %q", c.Args().Slice())
+		return fmt.Errorf("run takes no arguments, got %q; a switch such as --sort takes its value after =, as in --sort=false", c.Args().Slice())
 	}
 	if path := c.String("config"); path != "" {
 		if err := applyConfigFile(c, path); err != nil {
 			return err
 		}
+	}
+	if d := c.Duration("drain-timeout"); d > 0 {
+		limit.set(d)
 	}
 	lg, err := cliutil.Logger(c)
 	if err != nil {
@@ -138,20 +145,44 @@ func runAction(c *cli.Context) error {
 		APIToken:      c.String("api-token"),
 		MaxBodyBytes:  c.Int64("max-body-bytes"),
 		Version:       cliutil.VersionString(),
+		EmbeddedEtcd:  c.Bool("embedded-etcd"),
 	}, cli, lg)
 	if err != nil {
 		return err
 	}
+	if c.Bool("embedded-etcd") {
+		printNextSteps(c, n, id)
+	}
 	return n.Run(ctx)
 }
 
-// instanceID returns --id, sanitized (telling the user), or one generated
-// from host, time and pid.
+// printNextSteps tells a quick-start user where the node answers and what
+// to try first.
+func printNextSteps(c *cli.Context, n *node.Node, id string) {
+	host := c.String("listen-host")
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	base := "http://" + net.JoinHostPort(host, strconv.Itoa(n.Addr().(*net.TCPAddr).Port))
+	ctl := "katoctl"
+	if c.IsSet("etcd-listen-client") {
+		ctl += " --endpoints " + c.String("etcd-listen-client")
+	}
+	fmt.Fprintf(c.App.ErrWriter, "katonode: node %q answers at %s once it runs (model %q). Next, in another terminal:\n"+
+		"  %s list\n"+
+		"  curl -XPOST %s/%s/observe -d '{\"strings\":[\"hello\",\"world\"],\"vectors\":[],\"emotives\":{}}'\n"+
+		"  curl %s/%s/status\n",
+		id, base, n.Model(), ctl, base, id, base, id)
+}
+
+// instanceID returns --id, sanitized (telling the user), or the default id
+// of this host and data dir, which a restart finds again.
 func instanceID(c *cli.Context, lg *zap.Logger) (string, error) {
 	raw := c.String("id")
 	if raw == "" {
-		id := coord.GenerateID(coord.Hostname(), time.Now(), os.Getpid())
-		lg.Info("no --id given; using a generated one", zap.String("id", id))
+		id := coord.DefaultID(coord.Hostname(), c.String("etcd-data-dir"), coord.DefaultEmbeddedDataDir())
+		lg.Info("no --id given; using the id of this host and data dir (a restart finds it again)", zap.String("id", id))
+		fmt.Fprintf(c.App.ErrWriter, "katonode: no --id given; this node is %q (the same on every restart with this --etcd-data-dir)\n", id)
 		return id, nil
 	}
 	id, changed, err := coord.SanitizeID(raw)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kato-coord/kato/cmd/internal/cliutil"
 )
 
 // applyConfigFile sets every flag the user did not set (on the command line
@@ -90,6 +92,7 @@ func applyConfigFile(c *cli.Context, path string) error {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
+		here := map[string]string{} // flag -> key of this entry that set it
 		for _, k := range keys {
 			where := k
 			if e.path != "" {
@@ -98,15 +101,23 @@ func applyConfigFile(c *cli.Context, path string) error {
 			if k == "config" || k == "embedded-etcd" {
 				return fmt.Errorf("--config %s: %s: not allowed in a config file", path, where)
 			}
-			if _, ok := flags[k]; !ok {
+			name := k
+			if alias, ok := geneAliases[k]; ok {
+				name = alias
+			}
+			if _, ok := flags[name]; !ok {
 				return fmt.Errorf("--config %s: %s: unknown key", path, where)
 			}
 			v, err := flagValue(e.keys[k])
 			if err != nil {
 				return fmt.Errorf("--config %s: %s: %v", path, where, err)
 			}
-			set[k] = v
-			setAt[k] = where
+			if at, dup := here[name]; dup {
+				return fmt.Errorf("--config %s: %s and %s set the same flag --%s", path, at, where, name)
+			}
+			here[name] = where
+			set[name] = v
+			setAt[name] = where
 		}
 	}
 	for k, v := range set {
@@ -114,7 +125,7 @@ func applyConfigFile(c *cli.Context, path string) error {
 			continue // flags and environment override the file
 		}
 		if err := c.Set(k, v); err != nil {
-			return fmt.Errorf("--config %s: %s: invalid value %q: %v", path, setAt[k], v, err)
+			return fmt.Errorf("--config %s: %s: invalid value %q: %s", path, setAt[k], v, cliutil.ValueHint(flags[k], k))
 		}
 	}
 	return nil

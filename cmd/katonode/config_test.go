@@ -45,6 +45,14 @@ instances:
 	if in.Name != "from-defaults" || in.Model != "shared-model" || !strings.Contains(string(in.Genes), `"max_predictions":5`) {
 		t.Fatalf("second: name %q model %q genes %s (the flag must override the file)", in.Name, in.Model, in.Genes)
 	}
+	// KATO's own gene names are accepted as keys.
+	c.node("--config", writeFile(t, "genes.yaml", "model: shared-model\nport: 0\nmax_predictions: 7\nrecall_threshold: 0.25\nmax_sequence_length: 4\n"), "--id", "third")
+	in = c.waitStatus("third", coord.StatusStandby)
+	for _, want := range []string{`"max_predictions":7`, `"recall_threshold":0.25`, `"max_sequence_length":4`} {
+		if !strings.Contains(string(in.Genes), want) {
+			t.Fatalf("third: genes %s lack %s", in.Genes, want)
+		}
+	}
 }
 
 func TestConfigFileErrorsNameTheKey(t *testing.T) {
@@ -54,6 +62,8 @@ func TestConfigFileErrorsNameTheKey(t *testing.T) {
 		{"noentry.yaml", "instances:\n  - id: a\n", "--id b", `no instance with id "b" (have a)`},
 		{"badyaml.yaml", "defaults: [1, 2\n", "", "not YAML or JSON"},
 		{"extra.yaml", "defaults: {}\nnodes: []\n", "", "nodes: unknown key in a cluster file"},
+		{"duration.yaml", "ttl: 10\n", "", `ttl: invalid value "10": use a duration with a unit, such as 10s`},
+		{"alias.yaml", "max_predictions: 3\nmax-predictions: 4\n", "", "max-predictions and max_predictions set the same flag --max-predictions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"run", "--config", writeFile(t, tc.name, tc.text), "--endpoints", "127.0.0.1:1"}

@@ -61,6 +61,19 @@ func geneFlags() []cli.Flag {
 	}
 }
 
+// geneAliases maps KATO's own gene names (PROCESSOR.md §2), which a config
+// file may use, to the flag names.
+var geneAliases = map[string]string{
+	"max_predictions":     "max-predictions",
+	"recall_threshold":    "recall-threshold",
+	"max_sequence_length": "max-seq-length",
+	"persistence":         "persistence",
+	"quiescence":          "quiescence",
+	"search_depth":        "search-depth",
+	"sort":                "sort",
+	"indexer_type":        "indexer-type",
+}
+
 func genesFrom(c *cli.Context) processor.Config {
 	g := processor.DefaultConfig()
 	g.MaxPredictions = c.Int("max-predictions")

@@ -288,11 +288,7 @@ func TestPortTakenUsesNextFreeAndRegistersIt(t *testing.T) {
 
 func TestKatoctlStopByIDAndByName(t *testing.T) {
 	c := newCluster(t)
-	katoctlBin := filepath.Join(t.TempDir(), "katoctl")
-	build := exec.Command("go", "build", "-o", katoctlBin, "github.com/kato-coord/kato/cmd/katoctl")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build katoctl: %v\n%s", err, out)
-	}
+	katoctlBin := buildKatoctl(t)
 	x := c.node("--id", "x", "--port", "0")
 	y := c.node("--id", "y", "--name", "the-y-node", "--port", "0")
 	c.waitStatus("x", coord.StatusRunning)
@@ -320,4 +316,15 @@ func TestKatoctlStopByIDAndByName(t *testing.T) {
 			t.Fatalf("%s did not stop gracefully:\n%s", tc.id, tc.p.out.String())
 		}
 	}
+}
+
+// buildKatoctl builds the katoctl binary for a test.
+func buildKatoctl(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "katoctl")
+	build := exec.Command("go", "build", "-o", bin, "github.com/kato-coord/kato/cmd/katoctl")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build katoctl: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -74,6 +74,12 @@ type Backend interface {
 	// Send and Pending are the mailbox.
 	Send(ctx context.Context, to string, msg coord.Message, ttl time.Duration) (coord.Sent, error)
 	Pending(ctx context.Context, id string) ([]coord.Message, error)
+	// History returns the messages instance id received lately.
+	History(ctx context.Context, id string) ([]coord.ReceivedMessage, error)
+	// MessageTarget resolves the {id} of /{id}/messages: an instance id
+	// stays, a model name becomes the instance that holds it (ErrNoHolder
+	// when none does), another name stays (its messages wait for it).
+	MessageTarget(name string) (string, error)
 	// SD returns the Prometheus HTTP service-discovery groups of every live instance.
 	SD() []SDGroup
 	// Metrics are the node's collectors; MetricsHandler serves them.
@@ -295,8 +301,7 @@ func (h *handler) local(w http.ResponseWriter, r *http.Request, name, id string,
 		h.fail(w, http.StatusNotFound, "PROCESSOR_NOT_FOUND", fmt.Sprintf("no instance or model named %q", id))
 		return name
 	case errors.Is(err, ErrNoHolder):
-		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
-		h.fail(w, http.StatusServiceUnavailable, "NO_HOLDER", fmt.Sprintf("no node holds model %q right now; retry", id))
+		h.failNoHolder(w, id)
 		return name
 	case err != nil:
 		h.fail(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
@@ -321,6 +326,12 @@ func (h *handler) local(w http.ResponseWriter, r *http.Request, name, id string,
 	w.Header().Set(ServedByHeader, h.b.ID())
 	fn(w, r)
 	return name
+}
+
+// failNoHolder answers 503 with Retry-After: nobody holds the model now.
+func (h *handler) failNoHolder(w http.ResponseWriter, model string) {
+	w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
+	h.fail(w, http.StatusServiceUnavailable, "NO_HOLDER", fmt.Sprintf("no node holds model %q right now; retry", model))
 }
 
 func (h *handler) notFound(w http.ResponseWriter, r *http.Request) string {

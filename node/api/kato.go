@@ -354,12 +354,30 @@ type sendRequest struct {
 	TTL string `json:"ttl"`
 }
 
+// pendingBody is the answer of GET /{id}/messages: the messages waiting for
+// the instance, and the ones it received lately (oldest first).
+type pendingBody struct {
+	ID       string                  `json:"id"`
+	Message  []coord.Message         `json:"message"`
+	Received []coord.ReceivedMessage `json:"received"`
+}
+
 // messages serves POST (send to {id}) and GET (read pending, not consumed).
 func (h *handler) messages(w http.ResponseWriter, r *http.Request, id string) string {
 	if err := coord.CheckID(id); err != nil {
 		h.fail(w, http.StatusBadRequest, "INVALID_ID", err.Error())
 		return "messages"
 	}
+	to, err := h.b.MessageTarget(id)
+	if errors.Is(err, ErrNoHolder) {
+		h.failNoHolder(w, id)
+		return "messages"
+	}
+	if err != nil {
+		h.failErr(w, err)
+		return "messages"
+	}
+	id = to
 	switch r.Method {
 	case http.MethodGet:
 		msgs, err := h.b.Pending(r.Context(), id)
@@ -370,7 +388,12 @@ func (h *handler) messages(w http.ResponseWriter, r *http.Request, id string) st
 		if msgs == nil {
 			msgs = []coord.Message{}
 		}
-		writeJSON(w, http.StatusOK, messageBody{msgs})
+		received, err := h.b.History(r.Context(), id)
+		if err != nil {
+			h.failErr(w, err)
+			return "messages"
+		}
+		writeJSON(w, http.StatusOK, pendingBody{ID: id, Message: msgs, Received: received})
 	case http.MethodPost:
 		body, err := readBody(r)
 		if err != nil {

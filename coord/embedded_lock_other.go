@@ -1,0 +1,8 @@
+//go:build !unix
+
+package coord
+
+import "os"
+
+// lockDataDir does not guard the data dir where flock is missing.
+func lockDataDir(dir string) (*os.File, error) { return nil, nil }

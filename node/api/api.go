@@ -319,6 +319,8 @@ func (h *handler) failErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &mbe):
 		h.fail(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", fmt.Sprintf("request body over %d bytes", mbe.Limit))
+	case errors.Is(err, errBodyIncomplete):
+		h.fail(w, http.StatusBadRequest, "BODY_INCOMPLETE", err.Error())
 	case errors.Is(err, processor.ErrInvalid):
 		h.fail(w, http.StatusBadRequest, processor.ErrorCode(err), err.Error())
 	case errors.Is(err, processor.ErrNotFound):
@@ -345,9 +347,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// errBodyIncomplete: the client sent less than it announced, or the
+// connection broke while the body was read (400, no stack).
+var errBodyIncomplete = errors.New("api: request body cut short")
+
 // readBody reads a request body within the size limit.
 func readBody(r *http.Request) ([]byte, error) {
-	return io.ReadAll(r.Body)
+	b, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		return nil, fmt.Errorf("%w: %v", errBodyIncomplete, err)
+	}
+	return b, err
 }
 
 func now() processor.PyFloat {

@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -53,6 +57,10 @@ func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.C
 	if u, p, ok := strings.Cut(user, ":"); ok && password == "" {
 		user, password = u, p
 	}
+	if user != "" && password == "" {
+		// clientv3 would silently connect without auth.
+		return nil, fmt.Errorf("coord: etcd user %q has no password: give --password, KATO_ETCD_PASSWORD or --user %s:PASSWORD", user, user)
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		DialTimeout:          cfg.DialTimeout,
@@ -74,9 +82,63 @@ func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.C
 	defer cancel()
 	if _, err := cli.Get(pctx, "health-check", clientv3.WithCountOnly()); err != nil {
 		cli.Close()
+		if cause := diagnose(ctx, cfg.Endpoints, tlsCfg, cfg.DialTimeout); cause != nil {
+			return nil, fmt.Errorf("coord: etcd at %s does not answer: %w", strings.Join(cfg.Endpoints, ","), cause)
+		}
 		return nil, fmt.Errorf("coord: etcd at %s does not answer within %v: %w", strings.Join(cfg.Endpoints, ","), cfg.DialTimeout, err)
 	}
 	return cli, nil
+}
+
+// diagnose finds why no endpoint answered where the client only says the
+// deadline passed: the first endpoint's TCP or TLS error (connection
+// refused, unknown authority, expired certificate, handshake refused, a
+// server that speaks no TLS). It returns nil when every endpoint connects.
+func diagnose(ctx context.Context, endpoints []string, tc *tls.Config, timeout time.Duration) error {
+	for _, ep := range endpoints {
+		host := ep
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		err := probe(dctx, host, tc)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", ep, err)
+		}
+	}
+	return nil
+}
+
+func probe(ctx context.Context, host string, tc *tls.Config) error {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if tc == nil {
+		return nil
+	}
+	c := tc.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(host)
+	}
+	tconn := tls.Client(conn, c)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		var rec tls.RecordHeaderError
+		if errors.As(err, &rec) {
+			return fmt.Errorf("TLS handshake: the server does not speak TLS (%w)", err)
+		}
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	// With TLS 1.3 a server refuses the client's certificate after the
+	// client finished its side: read briefly for its alert.
+	tconn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var ne net.Error
+	if _, err := tconn.Read(make([]byte, 1)); err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("TLS handshake refused: %w", err)
+	}
+	return nil
 }
 
 // Namespace confines cli's KV, Watcher and Lease to prefix, in place. Every

@@ -30,6 +30,7 @@ func (n *Node) handler() http.Handler {
 
 func (b backend) ID() string                { return b.n.cfg.ID }
 func (b backend) Ready() bool               { return b.n.Ready() }
+func (b backend) MailboxState() string      { return b.n.MailboxState() }
 func (b backend) Metrics() *metrics.Metrics { return b.n.m }
 func (b backend) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(b.n.reg, promhttp.HandlerOpts{Registry: b.n.reg})
@@ -62,6 +63,9 @@ func (b backend) Route(name string) (api.Route, error) {
 }
 
 func (b backend) Read() (*processor.Processor, func(), error) {
+	if !b.n.Ready() {
+		return nil, nil, fmt.Errorf("%w: %v", api.ErrUnavailable, ErrNotServing)
+	}
 	p, done, err := b.n.engine.read()
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)

@@ -48,6 +48,7 @@ type Node struct {
 	recMu    sync.Mutex // serialises registry record updates
 
 	ready    atomic.Bool
+	mbState  atomic.Value // string: the mailbox receiver's state
 	stopOnce sync.Once
 	stopCh   chan struct{} // closed when a stop is requested
 }
@@ -198,23 +199,7 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 	n.mailbox = mb
 	n.mu.Unlock()
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := mb.Receive(ctx, func(_ context.Context, msg coord.Message) error {
-			n.m.MessagesReceived.WithLabelValues(msg.Kind).Inc()
-			if !msg.SentAt.IsZero() {
-				n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
-			}
-			if msg.IsControl(coord.ControlStop) {
-				n.lg.Info("stop requested by message", zap.String("from", msg.From))
-				n.Stop()
-			}
-			return nil
-		})
-		if err != nil && ctx.Err() == nil {
-			n.lg.Warn("mailbox receive ended", zap.Error(err))
-		}
-	}()
+	go func() { defer wg.Done(); n.receive(ctx, s, mb) }()
 
 	lock := coord.NewModelLock(s, n.cfg.Model, coord.WithHolder(n.cfg.ID, n.cfg.AdvertiseHost), coord.WithLockLogger(n.lg))
 	err = n.standbyAndRun(ctx, s, reg, &rec, lock)
@@ -237,6 +222,75 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 		s.Close(context.Background())
 		return err
 	}
+}
+
+// Mailbox receiver states, shown in /readyz.
+const (
+	mailboxReceiving  = "receiving"
+	mailboxRestarting = "restarting"
+	mailboxNoSession  = "no-session"
+)
+
+// receive runs the mailbox receiver for as long as the session lives,
+// starting it again (after a backoff of up to 5 s) whenever it ends with an
+// error: an error etcd gives once (an expired auth token, a compaction race)
+// must not leave the node deaf to messages, katoctl stop included.
+func (n *Node) receive(ctx context.Context, s *coord.Session, mb *coord.Mailbox) {
+	defer n.setMailboxState(mailboxNoSession)
+	const first, most = 100 * time.Millisecond, 5 * time.Second
+	backoff := first
+	for {
+		n.setMailboxState(mailboxReceiving)
+		start := time.Now()
+		err := mb.Receive(ctx, n.handleMessage)
+		if ctx.Err() != nil || s.Err() != nil {
+			return
+		}
+		n.setMailboxState(mailboxRestarting)
+		n.m.MailboxRestarts.Inc()
+		if time.Since(start) > most {
+			backoff = first
+		}
+		n.lg.Warn("mailbox receive ended; starting it again", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, most)
+	}
+}
+
+func (n *Node) handleMessage(_ context.Context, msg coord.Message) error {
+	n.m.MessagesReceived.WithLabelValues(msg.Kind).Inc()
+	if !msg.SentAt.IsZero() {
+		n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
+	}
+	if msg.IsControl(coord.ControlStop) {
+		n.lg.Info("stop requested by message", zap.String("from", msg.From))
+		n.Stop()
+	}
+	return nil
+}
+
+func (n *Node) setMailboxState(st string) {
+	n.mbState.Store(st)
+	v := 0.0
+	if st == mailboxReceiving {
+		v = 1
+	}
+	n.m.MailboxReceiving.Set(v)
+}
+
+// MailboxState is the state of the mailbox receiver: receiving, restarting
+// (after an error) or no-session.
+func (n *Node) MailboxState() string {
+	if st, ok := n.mbState.Load().(string); ok {
+		return st
+	}
+	return mailboxNoSession
 }
 
 func (n *Node) openSession(ctx context.Context) (*coord.Session, error) {
@@ -323,8 +377,18 @@ func (n *Node) Status() coord.Status {
 
 func (n *Node) setReady(r bool) { n.ready.Store(r) }
 
-// Ready reports whether the node is registered and holds its model lock.
-func (n *Node) Ready() bool { return n.ready.Load() }
+// Ready reports whether the node is registered and holds its model lock. It
+// reads the session's deadline too, so a node that was paused past its TTL
+// serves nothing before its keep-alive goroutine notices.
+func (n *Node) Ready() bool {
+	if !n.ready.Load() {
+		return false
+	}
+	n.mu.Lock()
+	s := n.session
+	n.mu.Unlock()
+	return s != nil && s.Err() == nil
+}
 
 // standbyAndRun waits for the model lock while keeping a warm copy of the
 // model, then serves until the session or lock is lost or a stop is asked.

@@ -56,6 +56,8 @@ type Backend interface {
 	ID() string
 	// Ready reports whether the node is registered and holds its model lock.
 	Ready() bool
+	// MailboxState is the state of the node's mailbox receiver, for /readyz.
+	MailboxState() string
 	// Route resolves the {id} of a path (an instance id or a model name).
 	Route(name string) (Route, error)
 	// Read gives the processor for a call that stores nothing; done must be
@@ -169,11 +171,13 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) string {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "okay"})
 		return "healthz"
 	case "/readyz":
+		mb := h.b.MailboxState()
 		if h.b.Ready() {
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			writeJSON(w, http.StatusOK, readyBody{Status: "ready", Mailbox: mb})
 		} else {
 			w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
-			h.fail(w, http.StatusServiceUnavailable, "NOT_READY", "not registered or not holding the model lock")
+			writeJSON(w, http.StatusServiceUnavailable, readyBody{Status: "error", ErrorCode: "NOT_READY",
+				Message: "not registered or not holding the model lock", Mailbox: mb})
 		}
 		return "readyz"
 	case "/metrics":
@@ -300,6 +304,15 @@ func (h *handler) local(w http.ResponseWriter, r *http.Request, name, id string,
 func (h *handler) notFound(w http.ResponseWriter, r *http.Request) string {
 	h.fail(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	return "not_found"
+}
+
+// readyBody is the answer of /readyz: the D6 shape when not ready, and the
+// state of the mailbox receiver either way.
+type readyBody struct {
+	Status    string `json:"status"`
+	Message   string `json:"message,omitempty"`
+	ErrorCode string `json:"error_code,omitempty"`
+	Mailbox   string `json:"mailbox"`
 }
 
 // errorBody is the D6 error shape.

@@ -146,13 +146,16 @@ func measureIdleSessions(b *testing.B, n int, ttl time.Duration, auth bool, wind
 		err error
 	}
 	open := make(chan opened, n)
+	opening := make(chan struct{}, 64) // nodes do not all start at the same instant
 	for i := 0; i < n; i++ {
 		cli := clients[i%nclients]
 		wg.Add(1)
+		opening <- struct{}{}
 		go func() {
 			defer wg.Done()
 			if sessions {
 				s, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(ttl))
+				<-opening
 				if err != nil {
 					open <- opened{err: err}
 					return
@@ -163,6 +166,7 @@ func measureIdleSessions(b *testing.B, n int, ttl time.Duration, auth bool, wind
 				return
 			}
 			resp, err := cli.Grant(ctx, int64(ttl/time.Second))
+			<-opening
 			open <- opened{err: err}
 			if err != nil {
 				return

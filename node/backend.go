@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,7 +26,24 @@ type backend struct{ n *Node }
 
 func (n *Node) handler() http.Handler {
 	return api.New(backend{n}, api.Options{Token: n.cfg.APIToken, MaxBodyBytes: n.cfg.MaxBodyBytes, Logger: n.lg,
-		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second)})
+		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), ForwardTimeout: n.cfg.TTL, ForwardTLS: n.forwardTLS})
+}
+
+// server is the node's HTTP server. A request may take ReadTimeout to
+// arrive; its answer may wait for a forward and its retry (2 × TTL) and a
+// model write, so WriteTimeout adds those. No route streams or long-polls;
+// one that does must lift its deadlines with http.ResponseController.
+func (n *Node) server(base context.Context) *http.Server {
+	return &http.Server{
+		Handler:           n.handler(),
+		ReadHeaderTimeout: min(10*time.Second, n.cfg.ReadTimeout),
+		ReadTimeout:       n.cfg.ReadTimeout,
+		WriteTimeout:      n.cfg.ReadTimeout + 3*n.cfg.TTL + 10*time.Second,
+		IdleTimeout:       n.cfg.IdleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          mustStdLog(n.lg),
+		TLSConfig:         n.serverTLS,
+	}
 }
 
 func (b backend) ID() string                { return b.n.cfg.ID }
@@ -148,4 +166,14 @@ func (b backend) SD() []api.SDGroup {
 		}})
 	}
 	return out
+}
+
+// mustStdLog adapts lg for net/http's own messages (handshake errors,
+// connections closed by a timeout), at debug level.
+func mustStdLog(lg *zap.Logger) *log.Logger {
+	l, err := zap.NewStdLogAt(lg.Named("http"), zap.DebugLevel)
+	if err != nil { // only for an invalid level
+		return zap.NewStdLog(lg.Named("http"))
+	}
+	return l
 }

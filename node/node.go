@@ -2,11 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/metrics"
@@ -36,8 +38,10 @@ type Node struct {
 	engine  *engine
 	started time.Time
 
-	apiURL string
-	ln     net.Listener
+	apiURL     string
+	ln         net.Listener
+	serverTLS  *tls.Config // HTTPS, when --tls-cert is given
+	forwardTLS *tls.Config // verifies holders when forwarding over HTTPS
 
 	mu       sync.Mutex
 	status   coord.Status
@@ -68,18 +72,29 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 	if cfg.Port != 0 && port != cfg.Port {
 		lg.Warn("port taken; using the next free one", zap.Int("asked", cfg.Port), zap.Int("port", port))
 	}
+	serverTLS, forwardTLS, err := tlsConfigs(cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	scheme := "http"
+	if serverTLS != nil {
+		scheme = "https"
+	}
 	reg := prometheus.NewRegistry()
 	n := &Node{
-		cfg:     cfg,
-		cli:     cli,
-		lg:      lg.With(zap.String("id", cfg.ID)),
-		reg:     reg,
-		m:       metrics.New(reg),
-		started: time.Now().UTC(),
-		apiURL:  "http://" + net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(port)),
-		ln:      ln,
-		status:  coord.StatusStarting,
-		stopCh:  make(chan struct{}),
+		cfg:        cfg,
+		cli:        cli,
+		lg:         lg.With(zap.String("id", cfg.ID)),
+		reg:        reg,
+		m:          metrics.New(reg),
+		started:    time.Now().UTC(),
+		apiURL:     scheme + "://" + net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(port)),
+		ln:         ln,
+		serverTLS:  serverTLS,
+		forwardTLS: forwardTLS,
+		status:     coord.StatusStarting,
+		stopCh:     make(chan struct{}),
 	}
 	n.dir = NewDirectory(cli, n.lg)
 	n.engine = newEngine(n)
@@ -118,9 +133,16 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); n.dir.Run(bg) }()
 
-	srv := &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return bg }}
+	srv := n.server(bg)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(n.ln) }()
+	go func() {
+		ln := netutil.LimitListener(n.ln, n.cfg.MaxConns)
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
 	n.lg.Info("serving", zap.String("api", n.apiURL), zap.String("model", n.cfg.Model))
 
 	first := true
@@ -550,4 +572,28 @@ func (n *Node) gracefulStop(s *coord.Session, reg *coord.Registry, rec *coord.In
 		n.lg.Warn("revoke session", zap.Error(err))
 	}
 	n.lg.Info("stopped gracefully")
+}
+
+// tlsConfigs loads the API's certificate (nil config: plain HTTP) and the
+// CA bundle that verifies other nodes when forwarding to them.
+func tlsConfigs(cfg Config) (server, forward *tls.Config, err error) {
+	if cfg.TLSCert != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("node: --tls-cert/--tls-key: %w", err)
+		}
+		server = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("node: --tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("node: --tls-ca %s: no PEM certificate in it", cfg.TLSCA)
+		}
+		forward = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return server, forward, nil
 }

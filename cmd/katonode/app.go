@@ -128,6 +128,12 @@ func runAction(c *cli.Context) error {
 		DrainTimeout:  c.Duration("drain-timeout"),
 		APIToken:      c.String("api-token"),
 		MaxBodyBytes:  c.Int64("max-body-bytes"),
+		ReadTimeout:   c.Duration("read-timeout"),
+		IdleTimeout:   c.Duration("idle-timeout"),
+		MaxConns:      c.Int("max-conns"),
+		TLSCert:       c.String("tls-cert"),
+		TLSKey:        c.String("tls-key"),
+		TLSCA:         c.String("tls-ca"),
 		Version:       cliutil.VersionString(),
 	}, cli, lg)
 	if err != nil {

@@ -130,7 +130,7 @@ func (r *Registry) Register(ctx context.Context, in *Instance) error {
 			ErrIDTaken, in.ID, holder.PID, holder.Host, holder.Name, holder.Status, holder.StartedAt.Format(time.RFC3339))
 	}
 	in.ModRevision = resp.Header.Revision
-	r.lg.Info("registered", zap.String("id", in.ID), zap.String("status", string(in.Status)))
+	r.lg.Info("registered", zap.String("instance", in.ID), zap.String("status", string(in.Status)))
 	return nil
 }
 
@@ -182,7 +182,7 @@ func (r *Registry) Deregister(ctx context.Context, id string) error {
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: %s", ErrNotRegistered, id)
 	}
-	r.lg.Info("deregistered", zap.String("id", id))
+	r.lg.Info("deregistered", zap.String("instance", id))
 	return nil
 }
 

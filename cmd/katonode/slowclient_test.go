@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,5 +157,48 @@ func TestSlowClientsAreClosedWithinTheReadTimeout(t *testing.T) {
 	// a minute, closed them.
 	if last > readTimeout+5*time.Second {
 		t.Errorf("the last connection was closed %v after it opened, read timeout %v", last, readTimeout)
+	}
+}
+
+// No log line repeats a key (the id was written twice, issue 18): a node's
+// JSON log from start through a graceful stop is checked line by line.
+func TestLogLinesRepeatNoKey(t *testing.T) {
+	c := newCluster(t)
+	p := c.node("--id", "logs", "--port", "0", "--log-format", "json")
+	in := c.waitStatus("logs", coord.StatusRunning)
+	(api{t, in.APIURL}).ok("POST", "/logs/observe", obs("a"))
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	lines := 0
+	for _, line := range strings.Split(p.out.String(), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		lines++
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.Token() // {
+		seen := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				t.Fatalf("log line is not JSON: %v\n%s", err, line)
+			}
+			key := tok.(string)
+			if seen[key] {
+				t.Errorf("key %q twice in: %s", key, line)
+			}
+			seen[key] = true
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				t.Fatalf("log line is not JSON: %v\n%s", err, line)
+			}
+		}
+	}
+	if lines == 0 {
+		t.Fatalf("no JSON log lines:\n%s", p.out.String())
 	}
 }

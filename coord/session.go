@@ -218,6 +218,8 @@ func (s *Session) keepAlive() {
 				ka.send(true)
 				hedge.Reset(retry)
 			}
+		case o := <-ka.opened:
+			ka.add(o, pending)
 		case a := <-ka.answers:
 			switch {
 			case a.err != nil:
@@ -266,7 +268,11 @@ func aligned(now time.Time, interval, tick time.Duration) time.Duration {
 type keepAliver struct {
 	s       *Session
 	lc      pb.LeaseClient
+	ctx     context.Context // of every stream; cancelled by closeAll
+	cancel  context.CancelFunc
 	streams []*kaStream // the last one is where requests go
+	opening bool        // a stream is being opened
+	opened  chan kaOpened
 	answers chan kaAnswer
 	quit    chan struct{} // closed by closeAll
 	wg      sync.WaitGroup
@@ -289,24 +295,25 @@ type kaAnswer struct {
 }
 
 func newKeepAliver(s *Session) *keepAliver {
-	return &keepAliver{s: s, lc: clientv3.RetryLeaseClient(s.cli), answers: make(chan kaAnswer, 16), quit: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &keepAliver{s: s, lc: clientv3.RetryLeaseClient(s.cli), ctx: ctx, cancel: cancel,
+		opened: make(chan kaOpened), answers: make(chan kaAnswer, 16), quit: make(chan struct{})}
 }
 
 // send sends a keep-alive request on the current stream, or on a new one
-// when there is none or fresh is set.
+// when there is none or fresh is set. A new stream opens in the background
+// (with auth the client first asks etcd for a token, which may hang while
+// etcd is cut off): the request goes out once it is open (see add), and the
+// keep-alive loop keeps watching the deadline meanwhile.
 func (k *keepAliver) send(fresh bool) {
 	if fresh || len(k.streams) == 0 {
-		st, err := k.open()
-		if err != nil {
-			k.s.lg.Debug("cannot open a keep-alive stream", zap.Error(err))
-			return
-		}
-		k.streams = append(k.streams, st)
-		if len(k.streams) > maxKeepAliveStreams {
-			k.drop(k.streams[0])
-		}
+		k.open()
+		return
 	}
-	st := k.streams[len(k.streams)-1]
+	k.sendOn(k.streams[len(k.streams)-1])
+}
+
+func (k *keepAliver) sendOn(st *kaStream) {
 	st.mu.Lock()
 	st.sent = append(st.sent, time.Now())
 	st.mu.Unlock()
@@ -319,17 +326,54 @@ func (k *keepAliver) send(fresh bool) {
 // maxKeepAliveStreams bounds the streams kept while renewals go unanswered.
 const maxKeepAliveStreams = 2
 
-func (k *keepAliver) open() (*kaStream, error) {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
-	stream, err := k.lc.LeaseKeepAlive(ctx)
-	if err != nil {
-		cancel()
-		return nil, err
+// kaOpened is a stream opened in the background, or why it could not be.
+type kaOpened struct {
+	st  *kaStream
+	err error
+}
+
+// open opens a stream in the background unless one is being opened.
+func (k *keepAliver) open() {
+	if k.opening {
+		return
 	}
-	st := &kaStream{stream: stream, cancel: cancel}
+	k.opening = true
 	k.wg.Add(1)
-	go k.recv(st)
-	return st, nil
+	go func() {
+		defer k.wg.Done()
+		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(k.ctx))
+		stream, err := k.lc.LeaseKeepAlive(ctx)
+		o := kaOpened{err: err}
+		if err != nil {
+			cancel()
+		} else {
+			o.st = &kaStream{stream: stream, cancel: cancel}
+			k.wg.Add(1)
+			go k.recv(o.st)
+		}
+		select {
+		case k.opened <- o:
+		case <-k.quit:
+			cancel()
+		}
+	}()
+}
+
+// add takes a stream opened in the background and, when a renewal is
+// pending, sends it there.
+func (k *keepAliver) add(o kaOpened, pending bool) {
+	k.opening = false
+	if o.err != nil {
+		k.s.lg.Debug("cannot open a keep-alive stream", zap.Error(o.err))
+		return
+	}
+	k.streams = append(k.streams, o.st)
+	if len(k.streams) > maxKeepAliveStreams {
+		k.drop(k.streams[0])
+	}
+	if pending {
+		k.sendOn(o.st)
+	}
 }
 
 // recv passes the stream's answers on until it breaks or is closed.
@@ -384,6 +428,7 @@ func (k *keepAliver) keepOnly(st *kaStream) {
 // closeAll closes the streams and waits for their receivers.
 func (k *keepAliver) closeAll() {
 	close(k.quit)
+	k.cancel()
 	for _, st := range k.streams {
 		st.cancel()
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -62,6 +63,11 @@ func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.C
 			return nil, fmt.Errorf("interrupted while waiting for etcd at %s", strings.Join(cfg.Endpoints, ","))
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
+			if tlsCfg, _ := tlsConfig(cfg); tlsCfg != nil {
+				if cause := diagnoseTLS(ctx, cfg.Endpoints, tlsCfg, cfg.DialTimeout); cause != nil {
+					return nil, fmt.Errorf("coord: etcd at %s does not answer: %w", strings.Join(cfg.Endpoints, ","), cause)
+				}
+			}
 			return nil, unreachable(cfg.Endpoints, probeAll(cfg.Endpoints, cfg.DialTimeout))
 		}
 		return nil, fmt.Errorf("coord: etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -97,6 +103,10 @@ func dial(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.Clie
 	user, password := cfg.User, cfg.Password
 	if u, p, ok := strings.Cut(user, ":"); ok && password == "" {
 		user, password = u, p
+	}
+	if user != "" && password == "" {
+		// clientv3 would silently connect without auth.
+		return nil, cfg, fmt.Errorf("coord: etcd user %q has no password: give --password, KATO_ETCD_PASSWORD or --user %s:PASSWORD", user, user)
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
@@ -189,6 +199,54 @@ func probe(ep string, timeout time.Duration) string {
 	}
 	conn.Close()
 	return "connects, but etcd did not answer in time"
+}
+
+// diagnoseTLS finds why no endpoint answered over TLS where the client only
+// says the deadline passed: the first endpoint's TCP or TLS error (connection
+// refused, unknown authority, expired certificate, handshake refused, a
+// server that speaks no TLS). It returns nil when every endpoint connects.
+func diagnoseTLS(ctx context.Context, endpoints []string, tc *tls.Config, timeout time.Duration) error {
+	for _, ep := range endpoints {
+		host := ep
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		err := probeTLS(dctx, host, tc)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", ep, err)
+		}
+	}
+	return nil
+}
+
+func probeTLS(ctx context.Context, host string, tc *tls.Config) error {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := tc.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(host)
+	}
+	tconn := tls.Client(conn, c)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		var rec tls.RecordHeaderError
+		if errors.As(err, &rec) {
+			return fmt.Errorf("TLS handshake: the server does not speak TLS (%w)", err)
+		}
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	// With TLS 1.3 a server refuses the client's certificate after the
+	// client finished its side: read briefly for its alert.
+	tconn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var ne net.Error
+	if _, err := tconn.Read(make([]byte, 1)); err != nil && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("TLS handshake refused: %w", err)
+	}
+	return nil
 }
 
 // Namespace confines cli's KV, Watcher and Lease to prefix, in place. Every

@@ -18,6 +18,9 @@ import (
 var testEtcd *etcdtest.Cluster
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(benchEtcdEnv); dir != "" {
+		os.Exit(runBenchEtcd(dir))
+	}
 	c, err := etcdtest.Start(1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start etcd:", err)

@@ -120,6 +120,11 @@ func (r *Registry) Register(ctx context.Context, in *Instance) error {
 		if len(kvs) == 0 { // deleted between the compare and the get
 			return fmt.Errorf("%w: %s (the holder just left; retry)", ErrIDTaken, in.ID)
 		}
+		if clientv3.LeaseID(kvs[0].Lease) == r.s.Lease() {
+			// Ours: an earlier Register that etcd applied but whose answer
+			// was lost (a timeout, a member that went away). Write this one.
+			return r.Update(ctx, in)
+		}
 		holder, derr := decodeInstance(kvs[0])
 		if derr != nil {
 			return fmt.Errorf("%w: %s (holder record unreadable: %v)", ErrIDTaken, in.ID, derr)

@@ -389,3 +389,29 @@ func TestIdleInstanceMakesNoWrites(t *testing.T) {
 		t.Fatalf("only %d lease renewals seen in %v; the test did not observe keep-alives", renewals, 3*ttl)
 	}
 }
+
+// A Register that etcd applied but whose answer was lost is retried by its
+// caller; the record under the session's own lease is recognised as its own
+// (it was "id taken" by itself, issue 18), and another session still gets
+// ErrIDTaken.
+func TestRegisterAgainOnOwnLeaseSucceeds(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	cli := newClient(t)
+	reg := coord.NewRegistry(newSession(t, ctx, cli, 10*time.Second))
+	in := newInstance("again", 1)
+	if err := reg.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	retry := *in
+	retry.Status = coord.StatusStandby
+	if err := reg.Register(ctx, &retry); err != nil {
+		t.Fatalf("Register again on the same lease: %v, want success", err)
+	}
+	if got, _ := reg.Get(ctx, "again"); got.Status != coord.StatusStandby {
+		t.Fatalf("record not rewritten by the retry: status %q", got.Status)
+	}
+	other := coord.NewRegistry(newSession(t, ctx, cli, 10*time.Second))
+	if err := other.Register(ctx, newInstance("again", 1)); !errors.Is(err, coord.ErrIDTaken) {
+		t.Fatalf("Register by another session (same pid and host): %v, want ErrIDTaken", err)
+	}
+}

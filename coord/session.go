@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -38,6 +39,8 @@ type Session struct {
 	closeOnce sync.Once
 	lostOnce  sync.Once
 
+	now func() time.Time
+
 	mu        sync.Mutex
 	expiresAt time.Time // client-side deadline of the lease
 	lostErr   error
@@ -45,6 +48,7 @@ type Session struct {
 
 type sessionOptions struct {
 	ttl time.Duration
+	now func() time.Time // the clock Err reads (tests move it)
 }
 
 // SessionOption configures a Session.
@@ -57,7 +61,7 @@ func WithTTL(ttl time.Duration) SessionOption {
 
 // NewSession grants a lease and starts keeping it alive until Close or loss.
 func NewSession(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, opts ...SessionOption) (*Session, error) {
-	o := sessionOptions{ttl: DefaultTTL}
+	o := sessionOptions{ttl: DefaultTTL, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -78,6 +82,7 @@ func NewSession(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, opts 
 		lg:        lg.Named("session"),
 		lease:     resp.ID,
 		ttl:       time.Duration(resp.TTL) * time.Second,
+		now:       o.now,
 		done:      make(chan struct{}),
 		stop:      make(chan struct{}),
 		loopDone:  make(chan struct{}),
@@ -104,11 +109,21 @@ func (s *Session) Client() *clientv3.Client { return s.cli }
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err returns why Done was closed: ErrSessionLost (wrapped with the cause) or
-// ErrSessionClosed; nil while the session is live.
+// ErrSessionClosed; nil while the session is live. It reads the clock too:
+// once the client-side deadline has passed the session is lost, even when
+// the keep-alive goroutine has not run since (a process paused longer than
+// the TTL), so nobody acts on a lease etcd may have expired.
 func (s *Session) Err() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lostErr
+	err, exp := s.lostErr, s.expiresAt
+	s.mu.Unlock()
+	if err == nil && !s.now().Before(exp) {
+		s.markLost(fmt.Errorf("%w: no keep-alive confirmed within the %v TTL", ErrSessionLost, s.ttl))
+		s.mu.Lock()
+		err = s.lostErr
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // ExpiresAt is the client-side deadline of the lease: if no keep-alive
@@ -147,22 +162,45 @@ func (s *Session) markLost(err error) {
 	})
 }
 
-// keepAlive renews the lease every TTL/3. A failed renewal is retried quickly
-// (and a keep-alive that gets no answer is sent again, see renew) until the
-// client-side deadline passes; then the session is lost.
+// keepAlive renews the lease every TTL/3 over a long-lived keep-alive
+// stream: etcd checks the client's credentials when a stream opens (with
+// auth, a password check), so a stream per renewal would cost etcd one per
+// renewal. Each request's send time is kept (a stream answers in order), and
+// the lease counts until TTL after the send time of the last request etcd
+// answered, which is never later than etcd's own expiry of it. (The client's
+// Lease.KeepAlive shares one stream among all leases but does not tell when
+// the answered request was sent, so it cannot keep that rule.)
+//
+// A request that gets no answer within TTL/6 is sent again on a new
+// stream, which the client opens to the next member: a stream can hang on a
+// member cut off from the others, or on one that forwards to a leader that
+// was cut off. The first answer counts; streams that break or stay silent
+// are closed (two at most are kept). Renewals go on every TTL/6 while none
+// is answered, until the client-side deadline passes; then the session is
+// lost. Renewals start on wall-clock ticks (see aligned).
 func (s *Session) keepAlive() {
 	defer close(s.loopDone)
 	interval := s.ttl / 3
-	retry := interval / 4
+	retry := interval / 2 // a busy etcd answers late: do not double its load early
 	if retry < 100*time.Millisecond {
 		retry = 100 * time.Millisecond
 	}
-	next := time.NewTimer(interval)
+	ka := newKeepAliver(s)
+	defer ka.closeAll()
+	tick := min(500*time.Millisecond, interval/4)
+	next := time.NewTimer(aligned(time.Now(), interval, tick))
 	defer next.Stop()
+	hedge := time.NewTimer(retry)
+	hedge.Stop()
+	defer hedge.Stop()
+	pending := false
 	for {
 		deadline := time.NewTimer(time.Until(s.ExpiresAt()))
 		select {
 		case <-s.stop:
+			deadline.Stop()
+			return
+		case <-s.done: // Err found the deadline passed
 			deadline.Stop()
 			return
 		case <-deadline.C:
@@ -171,86 +209,231 @@ func (s *Session) keepAlive() {
 			s.markLost(fmt.Errorf("%w: no keep-alive confirmed within the %v TTL", ErrSessionLost, s.ttl))
 			return
 		case <-next.C:
-		}
-		deadline.Stop()
-		wait, lost := s.renew(interval, retry)
-		if lost != nil {
-			s.lg.Warn("session lease lost", zap.String("lease", LeaseHex(s.lease)), zap.Error(lost))
-			s.markLost(lost)
-			return
-		}
-		if wait == 0 {
-			wait = retry
-		}
-		next.Reset(wait)
-	}
-}
-
-// renew renews the lease. It sends a keep-alive and, while none has been
-// answered, another one every retry: a keep-alive can hang on a member cut
-// off from the others, or on one that still forwards to a leader that was cut
-// off (until etcd's request timeout), and the client sends each new request to
-// the next member. The first answer counts; the others are cancelled. It
-// returns how long to wait before the next renewal (0 = retry soon: every
-// keep-alive failed) or the error that means the lease is gone.
-func (s *Session) renew(interval, retry time.Duration) (time.Duration, error) {
-	deadline := s.ExpiresAt()
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	// Stop the renewal when Close is called.
-	go func() {
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	type answer struct {
-		sent time.Time
-		resp *clientv3.LeaseKeepAliveResponse
-		err  error
-	}
-	// One keep-alive per retry until the deadline, so they all fit.
-	answers := make(chan answer, max(int(time.Until(deadline)/retry), 0)+2)
-	pending := 0
-	send := func() {
-		pending++
-		sent := time.Now()
-		go func() {
-			resp, err := s.cli.KeepAliveOnce(ctx, s.lease)
-			answers <- answer{sent, resp, err}
-		}()
-	}
-	send()
-	hedge := time.NewTicker(retry)
-	defer hedge.Stop()
-	for {
-		select {
-		case a := <-answers:
-			pending--
+			pending = true
+			ka.send(false)
+			hedge.Reset(retry)
+		case <-hedge.C:
+			if pending {
+				s.lg.Debug("keep-alive not answered; sending on a new stream", zap.Duration("after", retry))
+				ka.send(true)
+				hedge.Reset(retry)
+			}
+		case o := <-ka.opened:
+			ka.add(o, pending)
+		case a := <-ka.answers:
 			switch {
-			case a.err == nil:
+			case a.err != nil:
+				if ka.drop(a.st) { // not one closed here already
+					s.lg.Debug("keep-alive stream failed", zap.Error(a.err), zap.Time("expires-at", s.ExpiresAt()))
+				}
+			case a.ttl <= 0:
+				deadline.Stop()
+				lost := fmt.Errorf("%w: etcd no longer knows lease %s", ErrSessionLost, LeaseHex(s.lease))
+				s.lg.Warn("session lease lost", zap.String("lease", LeaseHex(s.lease)), zap.Error(lost))
+				s.markLost(lost)
+				return
+			default:
 				s.mu.Lock()
-				if exp := a.sent.Add(time.Duration(a.resp.TTL) * time.Second); exp.After(s.expiresAt) {
+				if exp := a.sent.Add(time.Duration(a.ttl) * time.Second); exp.After(s.expiresAt) {
 					s.expiresAt = exp
 				}
 				s.mu.Unlock()
-				return interval, nil
-			case errors.Is(a.err, rpctypes.ErrLeaseNotFound):
-				return 0, fmt.Errorf("%w: etcd no longer knows lease %s", ErrSessionLost, LeaseHex(s.lease))
+				ka.keepOnly(a.st)
+				if pending {
+					pending = false
+					hedge.Stop()
+					next.Reset(aligned(time.Now(), interval, tick))
+				}
 			}
-			s.lg.Debug("keep-alive failed", zap.Error(a.err), zap.Time("expires-at", deadline), zap.Int("pending", pending))
-			if pending == 0 {
-				return 0, nil
+		}
+		deadline.Stop()
+	}
+}
+
+// aligned returns how long from now until the first multiple of tick (on
+// the wall clock) at least interval away. Sessions renewing on the same
+// ticks reach etcd together, and etcd confirms its leadership once for all
+// of them (a renewal waits for a linearizable read): for 10,000 idle
+// sessions that costs a fraction of the renewals spread out.
+func aligned(now time.Time, interval, tick time.Duration) time.Duration {
+	at := now.Add(interval)
+	if r := at.UnixNano() % int64(tick); r != 0 {
+		at = at.Add(tick - time.Duration(r))
+	}
+	return at.Sub(now)
+}
+
+// keepAliver holds the session's keep-alive streams: usually one; more
+// while a renewal is hedged.
+type keepAliver struct {
+	s       *Session
+	lc      pb.LeaseClient
+	ctx     context.Context // of every stream; cancelled by closeAll
+	cancel  context.CancelFunc
+	streams []*kaStream // the last one is where requests go
+	opening bool        // a stream is being opened
+	opened  chan kaOpened
+	answers chan kaAnswer
+	quit    chan struct{} // closed by closeAll
+	wg      sync.WaitGroup
+}
+
+// kaStream is one keep-alive stream with the send times of its requests
+// that are not answered yet, oldest first.
+type kaStream struct {
+	stream pb.Lease_LeaseKeepAliveClient
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	sent   []time.Time
+}
+
+type kaAnswer struct {
+	st   *kaStream
+	sent time.Time
+	ttl  int64
+	err  error
+}
+
+func newKeepAliver(s *Session) *keepAliver {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &keepAliver{s: s, lc: clientv3.RetryLeaseClient(s.cli), ctx: ctx, cancel: cancel,
+		opened: make(chan kaOpened), answers: make(chan kaAnswer, 16), quit: make(chan struct{})}
+}
+
+// send sends a keep-alive request on the current stream, or on a new one
+// when there is none or fresh is set. A new stream opens in the background
+// (with auth the client first asks etcd for a token, which may hang while
+// etcd is cut off): the request goes out once it is open (see add), and the
+// keep-alive loop keeps watching the deadline meanwhile.
+func (k *keepAliver) send(fresh bool) {
+	if fresh || len(k.streams) == 0 {
+		k.open()
+		return
+	}
+	k.sendOn(k.streams[len(k.streams)-1])
+}
+
+func (k *keepAliver) sendOn(st *kaStream) {
+	st.mu.Lock()
+	st.sent = append(st.sent, time.Now())
+	st.mu.Unlock()
+	if err := st.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(k.s.lease)}); err != nil {
+		// The receiver reports the stream's end.
+		k.s.lg.Debug("keep-alive send failed", zap.Error(err))
+	}
+}
+
+// maxKeepAliveStreams bounds the streams kept while renewals go unanswered.
+const maxKeepAliveStreams = 2
+
+// kaOpened is a stream opened in the background, or why it could not be.
+type kaOpened struct {
+	st  *kaStream
+	err error
+}
+
+// open opens a stream in the background unless one is being opened.
+func (k *keepAliver) open() {
+	if k.opening {
+		return
+	}
+	k.opening = true
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(k.ctx))
+		stream, err := k.lc.LeaseKeepAlive(ctx)
+		o := kaOpened{err: err}
+		if err != nil {
+			cancel()
+		} else {
+			o.st = &kaStream{stream: stream, cancel: cancel}
+			k.wg.Add(1)
+			go k.recv(o.st)
+		}
+		select {
+		case k.opened <- o:
+		case <-k.quit:
+			cancel()
+		}
+	}()
+}
+
+// add takes a stream opened in the background and, when a renewal is
+// pending, sends it there.
+func (k *keepAliver) add(o kaOpened, pending bool) {
+	k.opening = false
+	if o.err != nil {
+		k.s.lg.Debug("cannot open a keep-alive stream", zap.Error(o.err))
+		return
+	}
+	k.streams = append(k.streams, o.st)
+	if len(k.streams) > maxKeepAliveStreams {
+		k.drop(k.streams[0])
+	}
+	if pending {
+		k.sendOn(o.st)
+	}
+}
+
+// recv passes the stream's answers on until it breaks or is closed.
+func (k *keepAliver) recv(st *kaStream) {
+	defer k.wg.Done()
+	for {
+		resp, err := st.stream.Recv()
+		a := kaAnswer{st: st, err: err}
+		if err == nil {
+			st.mu.Lock()
+			if len(st.sent) == 0 { // an answer nobody asked for
+				st.mu.Unlock()
+				continue
 			}
-		case <-hedge.C:
-			if cap(answers)-len(answers) > pending {
-				send()
-			}
-		case <-ctx.Done():
-			return 0, nil
+			a.sent, st.sent = st.sent[0], st.sent[1:]
+			st.mu.Unlock()
+			a.ttl = resp.TTL
+		}
+		select {
+		case k.answers <- a:
+		case <-k.quit:
+			return
+		}
+		if err != nil {
+			return
 		}
 	}
+}
+
+// drop closes st and forgets it; false if it was closed already.
+func (k *keepAliver) drop(st *kaStream) bool {
+	for i, x := range k.streams {
+		if x == st {
+			k.streams = append(k.streams[:i], k.streams[i+1:]...)
+			st.cancel()
+			return true
+		}
+	}
+	return false
+}
+
+// keepOnly closes every stream but st, which answered, and sends on it.
+func (k *keepAliver) keepOnly(st *kaStream) {
+	for _, x := range k.streams {
+		if x != st {
+			x.cancel()
+		}
+	}
+	k.streams = append(k.streams[:0], st)
+}
+
+// closeAll closes the streams and waits for their receivers.
+func (k *keepAliver) closeAll() {
+	close(k.quit)
+	k.cancel()
+	for _, st := range k.streams {
+		st.cancel()
+	}
+	k.streams = nil
+	k.wg.Wait()
 }
 
 // LeaseHex formats a lease id the way concurrency.Mutex names its keys.

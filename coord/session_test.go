@@ -3,6 +3,7 @@ package coord_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +136,42 @@ func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Err reads the clock: once the client-side deadline passed, the session is
+// lost for every caller at once, before the keep-alive goroutine wakes up
+// (as after a process pause longer than the TTL), and a lock held on it no
+// longer gives a fence (issue 18).
+func TestSessionErrChecksTheDeadline(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	cli := newClient(t)
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	s, err := coord.NewSession(ctx, cli, zaptest.NewLogger(t), coord.WithTTL(5*time.Second), coord.WithClock(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	lock := coord.NewModelLock(s, "m")
+	if _, err := lock.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s.Err() != nil {
+		t.Fatalf("fresh session: %v", s.Err())
+	}
+	if _, ok := lock.Fence(); !ok {
+		t.Fatal("no fence right after Lock")
+	}
+	skew.Store(int64(time.Until(s.ExpiresAt()) + time.Millisecond))
+	if err := s.Err(); !errors.Is(err, coord.ErrSessionLost) {
+		t.Fatalf("Err after the deadline = %v, want ErrSessionLost", err)
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Done not closed once Err saw the deadline pass")
+	}
+	if f, ok := lock.Fence(); ok {
+		t.Fatalf("fence %v still valid after the session deadline", f)
+	}
 }

@@ -25,6 +25,8 @@ type Metrics struct {
 	MessagesReceived *prometheus.CounterVec // by kind
 	MessagesExpired  prometheus.Counter     // received after their expiry time
 	MessageLatency   prometheus.Histogram   // send → handler
+	MailboxReceiving prometheus.Gauge       // 1 while the receiver runs
+	MailboxRestarts  prometheus.Counter     // receiver restarts after an error
 
 	Observe     prometheus.Histogram
 	Predict     prometheus.Histogram
@@ -74,6 +76,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Messages received after their TTL had passed."}),
 		MessageLatency: f.NewHistogram(prometheus.HistogramOpts{Name: "kato_message_delivery_seconds",
 			Help: "Time from a message's send to its handler.", Buckets: fast}),
+		MailboxReceiving: f.NewGauge(prometheus.GaugeOpts{Name: "kato_mailbox_receiving",
+			Help: "1 while the node's mailbox receiver runs (0 while it restarts after an error, or between sessions)."}),
+		MailboxRestarts: f.NewCounter(prometheus.CounterOpts{Name: "kato_mailbox_receiver_restarts_total",
+			Help: "Times the mailbox receiver ended with an error and was started again."}),
 
 		Observe: f.NewHistogram(prometheus.HistogramOpts{Name: "kato_observe_duration_seconds",
 			Help: "Time to handle an observation, predictions included.", Buckets: fast}),

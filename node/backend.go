@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,12 +26,32 @@ type backend struct{ n *Node }
 
 func (n *Node) handler() http.Handler {
 	return api.New(backend{n}, api.Options{Token: n.cfg.APIToken, MaxBodyBytes: n.cfg.MaxBodyBytes, Logger: n.lg,
-		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), Console: n.console})
+		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), Console: n.console,
+		ForwardTimeout: n.cfg.TTL, ForwardTLS: n.forwardTLS})
+}
+
+// server is the node's HTTP server. A request may take ReadTimeout to
+// arrive; its answer may wait for a forward and its retry (2 × TTL) and a
+// model write, so WriteTimeout adds those. The console's event stream is the
+// one route that streams: it lifts its own deadlines with
+// http.ResponseController.
+func (n *Node) server(base context.Context) *http.Server {
+	return &http.Server{
+		Handler:           n.handler(),
+		ReadHeaderTimeout: min(10*time.Second, n.cfg.ReadTimeout),
+		ReadTimeout:       n.cfg.ReadTimeout,
+		WriteTimeout:      n.cfg.ReadTimeout + 3*n.cfg.TTL + 10*time.Second,
+		IdleTimeout:       n.cfg.IdleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          mustStdLog(n.lg),
+		TLSConfig:         n.serverTLS,
+	}
 }
 
 func (b backend) ID() string                { return b.n.cfg.ID }
 func (b backend) Ready() bool               { return b.n.Ready() }
 func (b backend) Loading() string           { return b.n.engine.progress.String() }
+func (b backend) MailboxState() string      { return b.n.MailboxState() }
 func (b backend) Metrics() *metrics.Metrics { return b.n.m }
 func (b backend) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(b.n.reg, promhttp.HandlerOpts{Registry: b.n.reg})
@@ -63,6 +84,9 @@ func (b backend) Route(name string) (api.Route, error) {
 }
 
 func (b backend) Read() (*processor.Processor, func(), error) {
+	if !b.n.Ready() {
+		return nil, nil, fmt.Errorf("%w: %v", api.ErrUnavailable, ErrNotServing)
+	}
 	p, done, err := b.n.engine.read()
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
@@ -179,4 +203,14 @@ func (b backend) SD() []api.SDGroup {
 		}})
 	}
 	return out
+}
+
+// mustStdLog adapts lg for net/http's own messages (handshake errors,
+// connections closed by a timeout), at debug level.
+func mustStdLog(lg *zap.Logger) *log.Logger {
+	l, err := zap.NewStdLogAt(lg.Named("http"), zap.DebugLevel)
+	if err != nil { // only for an invalid level
+		return zap.NewStdLog(lg.Named("http"))
+	}
+	return l
 }

@@ -41,6 +41,19 @@ type Config struct {
 	APIToken string
 	// MaxBodyBytes bounds request bodies (default 4 MiB).
 	MaxBodyBytes int64
+	// ReadTimeout bounds reading a whole request, body included (default
+	// 30 s: 4 MiB at about 1 Mbit/s), so a client that trickles its body
+	// cannot hold a connection. Request headers get at most 10 s of it.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long (default 60 s).
+	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (default 4096); more wait
+	// in the kernel's accept queue.
+	MaxConns int
+	// TLSCert and TLSKey, when given, make the API HTTPS (PEM files). TLSCA
+	// verifies the nodes a request is forwarded to (default: the system's
+	// roots).
+	TLSCert, TLSKey, TLSCA string
 	// Version is shown in the registry record and node info.
 	Version string
 	// EmbeddedEtcd says the etcd runs inside this process (katonode run
@@ -98,6 +111,18 @@ func (c *Config) applyDefaults() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 4 << 20
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 4096
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("node: --tls-cert and --tls-key go together")
 	}
 	if c.Version == "" {
 		c.Version = "devel"

@@ -2,11 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/metrics"
@@ -38,8 +40,10 @@ type Node struct {
 	engine  *engine
 	started time.Time
 
-	apiURL string
-	ln     net.Listener
+	apiURL     string
+	ln         net.Listener
+	serverTLS  *tls.Config // HTTPS, when --tls-cert is given
+	forwardTLS *tls.Config // verifies holders when forwarding over HTTPS
 
 	mu       sync.Mutex
 	status   coord.Status
@@ -53,6 +57,7 @@ type Node struct {
 	firstRev atomic.Int64  // etcd revision of this process's first registration
 
 	ready    atomic.Bool
+	mbState  atomic.Value // string: the mailbox receiver's state
 	stopOnce sync.Once
 	stopCh   chan struct{} // closed when a stop is requested
 }
@@ -72,18 +77,29 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 	if cfg.Port != 0 && port != cfg.Port {
 		lg.Warn("port taken; using the next free one", zap.Int("asked", cfg.Port), zap.Int("port", port))
 	}
+	serverTLS, forwardTLS, err := tlsConfigs(cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	scheme := "http"
+	if serverTLS != nil {
+		scheme = "https"
+	}
 	reg := prometheus.NewRegistry()
 	n := &Node{
-		cfg:     cfg,
-		cli:     cli,
-		lg:      lg.With(zap.String("id", cfg.ID)),
-		reg:     reg,
-		m:       metrics.New(reg),
-		started: time.Now().UTC(),
-		apiURL:  "http://" + net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(port)),
-		ln:      ln,
-		status:  coord.StatusStarting,
-		stopCh:  make(chan struct{}),
+		cfg:        cfg,
+		cli:        cli,
+		lg:         lg.With(zap.String("id", cfg.ID)),
+		reg:        reg,
+		m:          metrics.New(reg),
+		started:    time.Now().UTC(),
+		apiURL:     scheme + "://" + net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(port)),
+		ln:         ln,
+		serverTLS:  serverTLS,
+		forwardTLS: forwardTLS,
+		status:     coord.StatusStarting,
+		stopCh:     make(chan struct{}),
 	}
 	n.dir = NewDirectory(cli, n.lg)
 	n.console = n.newConsole()
@@ -128,10 +144,17 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); n.console.Run(bg) }()
 	go func() { defer wg.Done(); n.watchEtcd(bg) }()
 
-	srv := &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return bg }}
+	srv := n.server(bg)
 	srv.RegisterOnShutdown(n.console.Close) // open console pages must not hold the shutdown up
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(n.ln) }()
+	go func() {
+		ln := netutil.LimitListener(n.ln, n.cfg.MaxConns)
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
 	n.lg.Info("serving", zap.String("api", n.apiURL), zap.String("model", n.cfg.Model))
 
 	first := true
@@ -211,30 +234,7 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 	n.mailbox = mb
 	n.mu.Unlock()
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := mb.Receive(ctx, func(_ context.Context, msg coord.Message) error {
-			n.m.MessagesReceived.WithLabelValues(msg.Kind).Inc()
-			n.history.Add(msg, time.Now())
-			if !msg.SentAt.IsZero() {
-				n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
-			}
-			switch {
-			case !msg.IsControl(coord.ControlStop):
-			case msg.Revision < n.firstRev.Load():
-				// Left by katoctl stop --force for an earlier run of this id.
-				n.lg.Info("ignoring a stop message sent before this process registered", zap.String("from", msg.From),
-					zap.Time("sent", msg.SentAt))
-			default:
-				n.lg.Info("stop requested by message", zap.String("from", msg.From))
-				n.Stop()
-			}
-			return nil
-		})
-		if err != nil && ctx.Err() == nil {
-			n.lg.Warn("mailbox receive ended", zap.Error(err))
-		}
-	}()
+	go func() { defer wg.Done(); n.receive(ctx, s, mb) }()
 
 	wg.Add(1)
 	go func() { defer wg.Done(); n.publishHistory(ctx, s) }()
@@ -260,6 +260,82 @@ func (n *Node) epoch(ctx context.Context, first bool) error {
 		s.Close(context.Background())
 		return err
 	}
+}
+
+// Mailbox receiver states, shown in /readyz.
+const (
+	mailboxReceiving  = "receiving"
+	mailboxRestarting = "restarting"
+	mailboxNoSession  = "no-session"
+)
+
+// receive runs the mailbox receiver for as long as the session lives,
+// starting it again (after a backoff of up to 5 s) whenever it ends with an
+// error: an error etcd gives once (an expired auth token, a compaction race)
+// must not leave the node deaf to messages, katoctl stop included.
+func (n *Node) receive(ctx context.Context, s *coord.Session, mb *coord.Mailbox) {
+	defer n.setMailboxState(mailboxNoSession)
+	const first, most = 100 * time.Millisecond, 5 * time.Second
+	backoff := first
+	for {
+		n.setMailboxState(mailboxReceiving)
+		start := time.Now()
+		err := mb.Receive(ctx, n.handleMessage)
+		if ctx.Err() != nil || s.Err() != nil {
+			return
+		}
+		n.setMailboxState(mailboxRestarting)
+		n.m.MailboxRestarts.Inc()
+		if time.Since(start) > most {
+			backoff = first
+		}
+		n.lg.Warn("mailbox receive ended; starting it again", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, most)
+	}
+}
+
+func (n *Node) handleMessage(_ context.Context, msg coord.Message) error {
+	n.m.MessagesReceived.WithLabelValues(msg.Kind).Inc()
+	n.history.Add(msg, time.Now())
+	if !msg.SentAt.IsZero() {
+		n.m.MessageLatency.Observe(time.Since(msg.SentAt).Seconds())
+	}
+	switch {
+	case !msg.IsControl(coord.ControlStop):
+	case msg.Revision < n.firstRev.Load():
+		// Left by katoctl stop --force for an earlier run of this id.
+		n.lg.Info("ignoring a stop message sent before this process registered", zap.String("from", msg.From),
+			zap.Time("sent", msg.SentAt))
+	default:
+		n.lg.Info("stop requested by message", zap.String("from", msg.From))
+		n.Stop()
+	}
+	return nil
+}
+
+func (n *Node) setMailboxState(st string) {
+	n.mbState.Store(st)
+	v := 0.0
+	if st == mailboxReceiving {
+		v = 1
+	}
+	n.m.MailboxReceiving.Set(v)
+}
+
+// MailboxState is the state of the mailbox receiver: receiving, restarting
+// (after an error) or no-session.
+func (n *Node) MailboxState() string {
+	if st, ok := n.mbState.Load().(string); ok {
+		return st
+	}
+	return mailboxNoSession
 }
 
 func (n *Node) openSession(ctx context.Context) (*coord.Session, error) {
@@ -365,8 +441,18 @@ func (n *Node) Status() coord.Status {
 
 func (n *Node) setReady(r bool) { n.ready.Store(r) }
 
-// Ready reports whether the node is registered and holds its model lock.
-func (n *Node) Ready() bool { return n.ready.Load() }
+// Ready reports whether the node is registered and holds its model lock. It
+// reads the session's deadline too, so a node that was paused past its TTL
+// serves nothing before its keep-alive goroutine notices.
+func (n *Node) Ready() bool {
+	if !n.ready.Load() {
+		return false
+	}
+	n.mu.Lock()
+	s := n.session
+	n.mu.Unlock()
+	return s != nil && s.Err() == nil
+}
 
 // standbyAndRun waits for the model lock while keeping a warm copy of the
 // model, then serves until the session or lock is lost or a stop is asked.
@@ -549,4 +635,28 @@ func (n *Node) gracefulStop(s *coord.Session, reg *coord.Registry, rec *coord.In
 		n.lg.Warn("revoke session", zap.Error(err))
 	}
 	n.lg.Info("stopped gracefully")
+}
+
+// tlsConfigs loads the API's certificate (nil config: plain HTTP) and the
+// CA bundle that verifies other nodes when forwarding to them.
+func tlsConfigs(cfg Config) (server, forward *tls.Config, err error) {
+	if cfg.TLSCert != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("node: --tls-cert/--tls-key: %w", err)
+		}
+		server = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("node: --tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("node: --tls-ca %s: no PEM certificate in it", cfg.TLSCA)
+		}
+		forward = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return server, forward, nil
 }

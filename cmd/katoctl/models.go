@@ -41,6 +41,10 @@ const (
 const (
 	importTxnOps   = 100
 	importTxnBytes = 1 << 20
+	// importMaxRecordBytes is the largest record (key and value) one etcd
+	// request takes by default, less room for the model prefix and the
+	// transaction around it.
+	importMaxRecordBytes = 3<<19 - 4<<10
 )
 
 // modelsCommand is `katoctl models ls|export|import|rm`.
@@ -423,6 +427,9 @@ func readImport(r io.Reader) ([]importRecord, exportCounts, error) {
 			rec, pat, vec, cerr := checkImportLine(b)
 			if cerr != nil {
 				return nil, n, fmt.Errorf("line %d: %w", no, cerr)
+			}
+			if sz := len(rec.key) + len(rec.value); sz > importMaxRecordBytes {
+				return nil, n, fmt.Errorf("line %d: record %s is too large: %d bytes, etcd takes at most about %d in one request (--max-request-bytes)", no, rec.key, sz, importMaxRecordBytes)
 			}
 			if first, dup := seen[rec.key]; dup {
 				return nil, n, fmt.Errorf("line %d: key %s already given on line %d", no, rec.key, first)

@@ -286,6 +286,7 @@ func TestModelsImportRejectsBadLineAndWritesNothing(t *testing.T) {
 		{"duplicate key", []string{good0, vec, "", good0}, 4, "already given on line 1"},
 		{"bad length (whole-model check)", []string{good0, vec, line("pattern", "patterns/"+p1.Name, raw(badLength))}, 3, "length 7"},
 		{"bad meta", []string{good0, line("meta", "meta", []int{1})}, 2, "not a JSON object"},
+		{"record too large for etcd", []string{good0, vec, line("meta", "meta", map[string]string{"pad": strings.Repeat("x", 2<<20)})}, 3, "too large"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

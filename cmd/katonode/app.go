@@ -144,6 +144,12 @@ func runAction(c *cli.Context, limit *stopLimit) error {
 		DrainTimeout:  c.Duration("drain-timeout"),
 		APIToken:      c.String("api-token"),
 		MaxBodyBytes:  c.Int64("max-body-bytes"),
+		ReadTimeout:   c.Duration("read-timeout"),
+		IdleTimeout:   c.Duration("idle-timeout"),
+		MaxConns:      c.Int("max-conns"),
+		TLSCert:       c.String("tls-cert"),
+		TLSKey:        c.String("tls-key"),
+		TLSCA:         c.String("tls-ca"),
 		Version:       cliutil.VersionString(),
 		EmbeddedEtcd:  c.Bool("embedded-etcd"),
 	}, cli, lg)

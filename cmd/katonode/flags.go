@@ -39,6 +39,18 @@ func nodeFlags() []cli.Flag {
 			Usage: "require this bearer token on the API (not on /healthz, /readyz, /metrics)"},
 		&cli.Int64Flag{Name: "max-body-bytes", Category: catNode, EnvVars: env("MAX_BODY_BYTES"), Value: 4 << 20,
 			Usage: "largest request body accepted"},
+		&cli.DurationFlag{Name: "read-timeout", Category: catNode, EnvVars: env("READ_TIMEOUT"), Value: 30 * time.Second,
+			Usage: "longest a client may take to send a request, body included"},
+		&cli.DurationFlag{Name: "idle-timeout", Category: catNode, EnvVars: env("IDLE_TIMEOUT"), Value: 60 * time.Second,
+			Usage: "close a keep-alive connection idle this long"},
+		&cli.IntFlag{Name: "max-conns", Category: catNode, EnvVars: env("MAX_CONNS"), Value: 4096,
+			Usage: "most connections served at once"},
+		&cli.StringFlag{Name: "tls-cert", Category: catNode, EnvVars: env("TLS_CERT"), TakesFile: true,
+			Usage: "serve the API over HTTPS with this certificate (PEM; with --tls-key)"},
+		&cli.StringFlag{Name: "tls-key", Category: catNode, EnvVars: env("TLS_KEY"), TakesFile: true,
+			Usage: "private key of --tls-cert (PEM)"},
+		&cli.StringFlag{Name: "tls-ca", Category: catNode, EnvVars: env("TLS_CA"), TakesFile: true,
+			Usage: "verify other nodes' HTTPS certificates with this CA bundle when forwarding (default: the system's)"},
 	}
 }
 

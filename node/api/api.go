@@ -6,7 +6,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +64,8 @@ type Backend interface {
 	// Loading describes model loads in progress ("" when none runs), for
 	// the body of /readyz.
 	Loading() string
+	// MailboxState is the state of the node's mailbox receiver, for /readyz.
+	MailboxState() string
 	// Route resolves the {id} of a path (an instance id or a model name).
 	Route(name string) (Route, error)
 	// Read gives the processor for a call that stores nothing; done must be
@@ -102,6 +106,14 @@ type Options struct {
 	MaxBodyBytes int64
 	// RetryAfter is the Retry-After of 503 answers (seconds, default 1).
 	RetryAfter int
+	// ForwardTimeout bounds the wait for the headers of a forwarded
+	// request's answer (default 10 s; the node uses its TTL, after which a
+	// holder that does not answer has lost its lock). A forward that times
+	// out or fails is sent once more to the model's new holder, if one takes
+	// over within another ForwardTimeout.
+	ForwardTimeout time.Duration
+	// ForwardTLS, when set, is used to reach holders over HTTPS.
+	ForwardTLS *tls.Config
 	Logger     *zap.Logger
 	// Console, when set, serves the web console below /ui/: the page without
 	// the token (it asks the user for it), /ui/api/ behind it.
@@ -126,25 +138,37 @@ func New(b Backend, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.ForwardTimeout <= 0 {
+		opts.ForwardTimeout = 10 * time.Second
+	}
 	h := &handler{b: b, opts: opts, lg: opts.Logger.Named("api")}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = opts.ForwardTimeout
+	tr.TLSClientConfig = opts.ForwardTLS
 	h.proxy = &httputil.ReverseProxy{
+		Transport: tr,
 		Rewrite: func(r *httputil.ProxyRequest) {
-			target := r.In.Context().Value(forwardKey{}).(*url.URL)
+			target := r.In.Context().Value(forwardKey{}).(*forwardAttempt).target
 			r.SetURL(target)
 			r.Out.URL.Path, r.Out.URL.RawPath = r.In.URL.Path, r.In.URL.RawPath
 			r.Out.Header.Set(ForwardedHeader, b.ID())
 			r.SetXForwarded()
 		},
+		// Called only before anything was written: forward decides.
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			h.b.Metrics().Forwarded.WithLabelValues("error").Inc()
-			h.fail(w, http.StatusServiceUnavailable, "HOLDER_UNREACHABLE",
-				fmt.Sprintf("the node holding this model did not answer: %v", err))
+			r.Context().Value(forwardKey{}).(*forwardAttempt).err = err
 		},
 	}
 	return h
 }
 
 type forwardKey struct{}
+
+// forwardAttempt is one forward of a request: where to, and why it failed.
+type forwardAttempt struct {
+	target *url.URL
+	err    error
+}
 
 // statusWriter remembers the status code for the request counter.
 type statusWriter struct {
@@ -153,7 +177,7 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
+	if w.code == 0 && code >= 200 { // 1xx (100 Continue through a proxy) are not the answer
 		w.code = code
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -188,15 +212,17 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) string {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "okay"})
 		return "healthz"
 	case "/readyz":
+		mb := h.b.MailboxState()
 		if h.b.Ready() {
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			writeJSON(w, http.StatusOK, readyBody{Status: "ready", Mailbox: mb})
 		} else {
 			w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
 			msg := "not registered or not holding the model lock"
 			if l := h.b.Loading(); l != "" {
 				msg += "; " + l
 			}
-			h.fail(w, http.StatusServiceUnavailable, "NOT_READY", msg)
+			writeJSON(w, http.StatusServiceUnavailable, readyBody{Status: "error", ErrorCode: "NOT_READY",
+				Message: msg, Mailbox: mb})
 		}
 		return "readyz"
 	case "/metrics":
@@ -314,13 +340,14 @@ func (h *handler) local(w http.ResponseWriter, r *http.Request, name, id string,
 			h.fail(w, http.StatusServiceUnavailable, "NOT_HOLDER", fmt.Sprintf("this node does not hold model %q (forwarded by %s)", id, r.Header.Get(ForwardedHeader)))
 			return name
 		}
-		target, err := url.Parse(route.Forward)
-		if err != nil || route.Forward == "" {
-			h.fail(w, http.StatusServiceUnavailable, "NO_HOLDER", fmt.Sprintf("the holder of %q has no usable API address", id))
+		// Read the body here: an oversized one is this node's 413, and a
+		// forward that fails can be sent again.
+		body, err := readBody(r)
+		if err != nil {
+			h.failErr(w, err)
 			return name
 		}
-		h.b.Metrics().Forwarded.WithLabelValues("forwarded").Inc()
-		h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, target)))
+		h.forward(w, r, id, route, body, fn)
 		return name
 	}
 	w.Header().Set(ServedByHeader, h.b.ID())
@@ -334,9 +361,82 @@ func (h *handler) failNoHolder(w http.ResponseWriter, model string) {
 	h.fail(w, http.StatusServiceUnavailable, "NO_HOLDER", fmt.Sprintf("no node holds model %q right now; retry", model))
 }
 
+// forward sends r (with body) to the holder of route. When the holder does
+// not answer within ForwardTimeout, or the forward fails before any answer,
+// it waits (up to ForwardTimeout) for another node to hold the model and
+// sends the request once more, there or here.
+func (h *handler) forward(w http.ResponseWriter, r *http.Request, id string, route Route, body []byte, fn func(http.ResponseWriter, *http.Request)) {
+	m := h.b.Metrics()
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ {
+		if attempt > 0 {
+			next, ok := h.newHolder(r.Context(), id, route.ID)
+			if !ok {
+				break
+			}
+			route = next
+			m.Forwarded.WithLabelValues("retried").Inc()
+			h.lg.Info("forward failed; sending to the new holder", zap.String("model", id), zap.String("holder", route.ID), zap.Error(lastErr))
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		if route.Local {
+			w.Header().Set(ServedByHeader, h.b.ID())
+			fn(w, r)
+			return
+		}
+		target, err := url.Parse(route.Forward)
+		if err != nil || route.Forward == "" {
+			h.fail(w, http.StatusServiceUnavailable, "NO_HOLDER", fmt.Sprintf("the holder of %q has no usable API address", id))
+			return
+		}
+		m.Forwarded.WithLabelValues("forwarded").Inc()
+		at := &forwardAttempt{target: target}
+		h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, at)))
+		if at.err == nil {
+			return
+		}
+		lastErr = at.err
+		if r.Context().Err() != nil {
+			break
+		}
+	}
+	m.Forwarded.WithLabelValues("error").Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
+	h.fail(w, http.StatusServiceUnavailable, "HOLDER_UNREACHABLE",
+		fmt.Sprintf("the node holding model %q did not answer: %v", id, lastErr))
+}
+
+// newHolder waits up to ForwardTimeout for the model to be held by another
+// node than old (or by this one).
+func (h *handler) newHolder(ctx context.Context, id, old string) (Route, bool) {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.ForwardTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if rt, err := h.b.Route(id); err == nil && (rt.Local || rt.ID != old) {
+			return rt, true
+		}
+		select {
+		case <-ctx.Done():
+			return Route{}, false
+		case <-tick.C:
+		}
+	}
+}
+
 func (h *handler) notFound(w http.ResponseWriter, r *http.Request) string {
 	h.fail(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	return "not_found"
+}
+
+// readyBody is the answer of /readyz: the D6 shape when not ready, and the
+// state of the mailbox receiver either way.
+type readyBody struct {
+	Status    string `json:"status"`
+	Message   string `json:"message,omitempty"`
+	ErrorCode string `json:"error_code,omitempty"`
+	Mailbox   string `json:"mailbox"`
 }
 
 // errorBody is the D6 error shape.
@@ -356,6 +456,8 @@ func (h *handler) failErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &mbe):
 		h.fail(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", fmt.Sprintf("request body over %d bytes", mbe.Limit))
+	case errors.Is(err, errBodyIncomplete):
+		h.fail(w, http.StatusBadRequest, "BODY_INCOMPLETE", err.Error())
 	case errors.Is(err, processor.ErrInvalid):
 		h.fail(w, http.StatusBadRequest, processor.ErrorCode(err), err.Error())
 	case errors.Is(err, processor.ErrNotFound):
@@ -387,9 +489,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// errBodyIncomplete: the client sent less than it announced, or the
+// connection broke while the body was read (400, no stack).
+var errBodyIncomplete = errors.New("api: request body cut short")
+
 // readBody reads a request body within the size limit.
 func readBody(r *http.Request) ([]byte, error) {
-	return io.ReadAll(r.Body)
+	b, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		return nil, fmt.Errorf("%w: %v", errBodyIncomplete, err)
+	}
+	return b, err
 }
 
 func now() processor.PyFloat {

@@ -125,14 +125,24 @@ func (h *handler) observe(id, _ string) http.HandlerFunc {
 			return
 		}
 		start := time.Now()
+		// Decoded before any lock: a hostile body costs its sender, not the
+		// model's other clients.
+		obs, decodeErr := processor.DecodeObservation(body)
+		if errors.Is(decodeErr, processor.ErrBadJSON) {
+			h.failErr(w, decodeErr)
+			return
+		}
 		var res processor.ObserveResult
 		var t int64
 		m := h.b.Metrics()
 		err = h.b.Write(r.Context(), func(p *processor.Processor) (processor.Changes, error) {
+			if decodeErr != nil {
+				return nil, p.Rejected(decodeErr)
+			}
 			var ch processor.Changes
 			var err error
 			pstart := time.Now()
-			res, ch, err = p.ObserveJSON(body)
+			res, ch, err = p.Observe(obs)
 			m.Predict.Observe(time.Since(pstart).Seconds())
 			t = p.Time()
 			m.STMLength.Set(float64(len(p.WorkingMemory())))

@@ -26,12 +26,16 @@ const token = "tok"
 
 // runNode runs a node in-process on etc and returns it with a func that
 // stops it and says how long Run took to return.
-func runNode(t *testing.T, etc *etcdtest.Cluster, id, model string) (*node.Node, func() time.Duration) {
+func runNode(t *testing.T, etc *etcdtest.Cluster, id, model string, opts ...func(*node.Config)) (*node.Node, func() time.Duration) {
 	t.Helper()
 	cli := etc.Client(t)
 	coord.Namespace(cli, coord.DefaultPrefix)
-	n, err := node.New(node.Config{ID: id, Model: model, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1",
-		TTL: 2 * time.Second, APIToken: token, DrainTimeout: 30 * time.Second}, cli, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	cfg := node.Config{ID: id, Model: model, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1",
+		TTL: 2 * time.Second, APIToken: token, DrainTimeout: 30 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err := node.New(cfg, cli, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +233,24 @@ func TestStreamFollowsClusterAndEndsOnShutdown(t *testing.T) {
 	}
 	for range s.evs { // the stream must end
 	}
+}
+
+// The event stream is the one long route: the server's read and write
+// timeouts must not end it. The write timeout is the read timeout + 3 TTL +
+// 10 s (node.server): wait past it.
+func TestStreamOutlivesTheServerTimeouts(t *testing.T) {
+	etc := etcdtest.New(t)
+	const readTimeout, ttl = 300 * time.Millisecond, 2 * time.Second
+	a, _ := runNode(t, etc, "a", "m", func(c *node.Config) { c.ReadTimeout, c.TTL = readTimeout, ttl })
+	s, _ := openStream(t, a.APIURL(), token)
+	opened := time.Now()
+	// The poller sends the lease TTLs again every 2 s while a page is open:
+	// an instances event after both timeouts shows the stream lives.
+	past := readTimeout + 3*ttl + 10*time.Second + time.Second
+	waitFor(s, "instances", past+20*time.Second, func(rows []instanceRow) bool {
+		r, ok := row(rows, "a")
+		return ok && r.Status == "running" && time.Since(opened) > past
+	})
 }
 
 // The actions are katoctl's operations: break a lock (the next waiter takes

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -270,40 +271,97 @@ func applyGenes(cfg Config, id, name string, changes []GeneChange) (Config, stri
 
 // DecodeGeneChanges decodes a genes/change body: {"data": {gene: value, ...}}
 // (order kept) or {"gene_name": ..., "gene_value": ...} (8.3). Errors wrap
-// ErrBadJSON or ErrBadGene.
+// ErrBadJSON or ErrBadGene. Like DecodeObservation it is linear and stops at
+// the first token no gene accepts: a name that is no gene, or a value that
+// is a list or an object.
 func DecodeGeneChanges(body []byte) ([]GeneChange, error) {
-	v, err := parseJSON(body)
-	if err != nil {
+	p := newDecoder(body)
+	if err := p.checkSyntax(nil); err != nil {
 		return nil, err
 	}
-	if v.kind != jObj {
+	if p.kindAt() != jObj {
 		return nil, fmt.Errorf("%w: body must be an object", ErrBadGene)
 	}
-	if data, ok := v.member("data"); ok {
-		if data.kind != jObj || len(data.obj) == 0 {
+	var data []GeneChange
+	hasData := false
+	var name string
+	var value json.RawMessage
+	err := p.members(func(key string) error {
+		var err error
+		switch key {
+		case "data":
+			hasData = true
+			data, err = decodeGeneData(p)
+		case "gene_name":
+			if k := p.kindAt(); k != jStr {
+				return shapeErr(ErrBadGene, "gene_name", "a non-empty string", k)
+			}
+			name, _ = p.str()
+		case "gene_value":
+			if value = nil; p.kindAt() == jNull {
+				return p.skip(1) // as if missing
+			}
+			value, err = decodeGeneValue(p, "gene_value")
+		default:
+			err = p.skip(1)
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case hasData:
+		if len(data) == 0 {
 			return nil, fmt.Errorf("%w: data must be a non-empty object of genes", ErrBadGene)
 		}
-		out := make([]GeneChange, len(data.obj))
-		for i, m := range data.obj {
-			raw, err := m.val.appendPy(nil)
-			if err != nil {
-				return nil, geneErr(m.key, "%v", err)
-			}
-			out[i] = GeneChange{Name: m.key, Value: raw}
-		}
-		return out, nil
-	}
-	name, hasName := v.member("gene_name")
-	val, hasVal := v.member("gene_value")
-	if !hasName || name.kind != jStr || name.s == "" {
+		return data, nil
+	case name == "":
 		return nil, fmt.Errorf("%w: gene_name must be a non-empty string", ErrBadGene)
-	}
-	if !hasVal || val.kind == jNull {
+	case value == nil:
 		return nil, fmt.Errorf("%w: gene_value is missing", ErrBadGene)
 	}
-	raw, err := val.appendPy(nil)
-	if err != nil {
-		return nil, geneErr(name.s, "%v", err)
+	return []GeneChange{{Name: strings.Clone(name), Value: value}}, nil
+}
+
+// decodeGeneData decodes {gene: value, ...}; a repeated gene keeps its
+// first position and takes its last value.
+func decodeGeneData(p *jparser) ([]GeneChange, error) {
+	if k := p.kindAt(); k != jObj {
+		return nil, shapeErr(ErrBadGene, "data", "a non-empty object of genes", k)
 	}
-	return []GeneChange{{Name: name.s, Value: raw}}, nil
+	var out []GeneChange
+	err := p.members(func(key string) error {
+		g, ok := findGene(key)
+		if !ok {
+			return geneErr(strconv.Quote(key), "unknown gene")
+		}
+		v, err := decodeGeneValue(p, key)
+		if err != nil {
+			return err
+		}
+		for i := range out {
+			if out[i].Name == g.name {
+				out[i].Value = v
+				return nil
+			}
+		}
+		out = append(out, GeneChange{Name: g.name, Value: v})
+		return nil
+	})
+	return out, err
+}
+
+// decodeGeneValue decodes a gene value: a number, string, boolean (or null,
+// which no gene takes, for a clear error later).
+func decodeGeneValue(p *jparser, name string) (json.RawMessage, error) {
+	switch k := p.kindAt(); k {
+	case jArr, jObj:
+		return nil, geneErr(name, "must be a number, string or boolean, not %s", k)
+	}
+	v, _ := p.value(0)
+	raw, err := v.appendPy(nil)
+	if err != nil {
+		return nil, geneErr(name, "%v", err)
+	}
+	return raw, nil
 }

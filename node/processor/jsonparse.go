@@ -65,6 +65,8 @@ func parseJSON(data []byte) (jvalue, error) {
 type jparser struct {
 	s string
 	i int
+	// lastKey is the offset of the last object key read by members.
+	lastKey int
 }
 
 func (p *jparser) fail(what string) error {
@@ -113,37 +115,26 @@ func (p *jparser) value(depth int) (jvalue, error) {
 }
 
 func (p *jparser) object(depth int) (jvalue, error) {
-	p.i++ // '{'
 	v := jvalue{kind: jObj}
-	p.ws()
-	if p.i < len(p.s) && p.s[p.i] == '}' {
-		p.i++
-		return v, nil
-	}
-	for {
-		p.ws()
-		if p.i >= len(p.s) || p.s[p.i] != '"' {
-			return jvalue{}, p.fail("expected a key")
-		}
-		key, err := p.str()
-		if err != nil {
-			return jvalue{}, err
-		}
-		p.ws()
-		if p.i >= len(p.s) || p.s[p.i] != ':' {
-			return jvalue{}, p.fail("expected ':'")
-		}
-		p.i++
-		p.ws()
+	var idx keyIndex
+	err := p.members(func(key string) error {
 		val, err := p.value(depth + 1)
 		if err != nil {
-			return jvalue{}, err
+			return err
 		}
-		v.setMember(key, val)
-		if done, err := p.next('}'); done || err != nil {
-			return v, err
+		// A repeated key keeps its first position and takes the last
+		// value, like a Python dict.
+		if i, seen := idx.lookup(key, len(v.obj)); seen {
+			v.obj[i].val = val
+		} else {
+			v.obj = append(v.obj, jmember{key, val})
 		}
+		return nil
+	})
+	if err != nil {
+		return jvalue{}, err
 	}
+	return v, nil
 }
 
 // next reads what follows a list element or object member: ',' (more
@@ -162,17 +153,6 @@ func (p *jparser) next(closing byte) (done bool, err error) {
 		return true, nil
 	}
 	return false, p.fail("expected ',' or '" + string(closing) + "'")
-}
-
-// setMember sets key like a Python dict assignment.
-func (v *jvalue) setMember(key string, val jvalue) {
-	for i := range v.obj {
-		if v.obj[i].key == key {
-			v.obj[i].val = val
-			return
-		}
-	}
-	v.obj = append(v.obj, jmember{key, val})
 }
 
 func (p *jparser) array(depth int) (jvalue, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Observation is one observe request (PROCESSOR.md 3.1).
@@ -22,6 +23,8 @@ type Observation struct {
 	Path json.RawMessage
 	// Metadata is a JSON object echoed in percept data (nil: none).
 	Metadata json.RawMessage
+
+	checked bool // by DecodeObservation or check: valid, echo fields canonical
 }
 
 // DecodeObservation decodes an observe body: the observation object itself,
@@ -30,132 +33,202 @@ type Observation struct {
 // this decoder also keeps key order and lone surrogates as Python does).
 // Errors wrap ErrBadJSON (not JSON at all) or ErrBadObservation (missing
 // keys, wrong types, non-finite numbers, vectors of different lengths).
+//
+// Decoding is linear in the body and builds only what the observation
+// keeps: a member of the wrong shape is rejected at its first wrong token,
+// and members the observation ignores are only checked (see jsondec.go). A
+// key given twice takes its last value, as in a Python dict, but each
+// occurrence must have the right shape. The result is checked; Observe does
+// not check it again.
 func DecodeObservation(body []byte) (Observation, error) {
-	v, err := parseJSON(body)
+	p := newDecoder(body)
+	hasFields := false
+	err := p.checkSyntax(func(key string) {
+		switch key {
+		case "strings", "vectors", "emotives":
+			hasFields = true
+		}
+	})
 	if err != nil {
 		return Observation{}, err
 	}
-	return observationOf(v)
-}
-
-func observationOf(v jvalue) (Observation, error) {
-	if v.kind != jObj {
-		return Observation{}, fmt.Errorf("%w: body must be an object, not %s", ErrBadObservation, v.kind)
+	if k := p.kindAt(); k != jObj {
+		return Observation{}, shapeErr(ErrBadObservation, "body", "an object", k)
 	}
-	_, hasS := v.member("strings")
-	_, hasV := v.member("vectors")
-	_, hasE := v.member("emotives")
-	if !hasS && !hasV && !hasE {
-		data, ok := v.member("data")
-		switch {
-		case !ok:
-			v = jvalue{kind: jObj}
-		case data.kind != jObj:
-			return Observation{}, fmt.Errorf("%w: data must be an object, not %s", ErrBadObservation, data.kind)
-		default:
-			v = data
-		}
+	var d obsDecoder
+	if hasFields {
+		err = p.members(func(key string) error { return d.field(p, key) })
+	} else {
+		err = p.members(func(key string) error {
+			if key != "data" {
+				return p.skip(1)
+			}
+			if k := p.kindAt(); k != jObj {
+				return shapeErr(ErrBadObservation, "data", "an object", k)
+			}
+			d = obsDecoder{}
+			return p.members(func(key string) error { return d.field(p, key) })
+		})
 	}
-	var obs Observation
-	for _, key := range []string{"strings", "vectors", "emotives"} {
-		if _, ok := v.member(key); !ok {
+	if err != nil {
+		return Observation{}, err
+	}
+	for i, key := range []string{"strings", "vectors", "emotives"} {
+		if !d.seen[i] {
 			return Observation{}, fmt.Errorf("%w: missing required key %q", ErrBadObservation, key)
 		}
 	}
+	d.obs.checked = true
+	return d.obs, nil
+}
+
+// obsDecoder decodes the members of an observation object.
+type obsDecoder struct {
+	obs  Observation
+	seen [3]bool // strings, vectors, emotives
+}
+
+func (d *obsDecoder) field(p *jparser, key string) error {
 	var err error
-	sv, _ := v.member("strings")
-	if obs.Strings, err = stringsOf(sv, "strings"); err != nil {
-		return Observation{}, err
+	switch key {
+	case "strings":
+		d.seen[0] = true
+		d.obs.Strings, err = decodeStrings(p)
+	case "vectors":
+		d.seen[1] = true
+		d.obs.Vectors, err = decodeVectors(p)
+	case "emotives":
+		d.seen[2] = true
+		d.obs.Emotives, err = decodeEmotives(p)
+	case "unique_id":
+		d.obs.UniqueID = ""
+		switch k := p.kindAt(); k {
+		case jNull:
+			return p.skip(1)
+		case jStr:
+			id, _ := p.str()
+			if id == "" {
+				return fmt.Errorf("%w: unique_id must be a non-empty string", ErrBadObservation)
+			}
+			d.obs.UniqueID = strings.Clone(id)
+		default:
+			return shapeErr(ErrBadObservation, "unique_id", "a non-empty string", k)
+		}
+	case "path":
+		d.obs.Path, err = decodeEcho(p, "path", jArr)
+	case "metadata":
+		d.obs.Metadata, err = decodeEcho(p, "metadata", jObj)
+	default:
+		return p.skip(1)
 	}
-	vv, _ := v.member("vectors")
-	if vv.kind != jArr {
-		return Observation{}, fmt.Errorf("%w: vectors must be a list, not %s", ErrBadObservation, vv.kind)
+	return err
+}
+
+// decodeStrings decodes a list of strings. Each string is copied out of the
+// body, so that symbols kept in memory do not hold the whole body.
+func decodeStrings(p *jparser) ([]string, error) {
+	if k := p.kindAt(); k != jArr {
+		return nil, shapeErr(ErrBadObservation, "strings", "a list", k)
 	}
-	for _, el := range vv.arr {
-		ns, err := numbersOf(el, "vector")
+	n, k, ok := p.countKind(jStr)
+	if !ok {
+		return nil, shapeErr(ErrBadObservation, fmt.Sprintf("strings[%d]", n), "a string", k)
+	}
+	out := make([]string, 0, n)
+	err := p.elems(func() error {
+		s, _ := p.str()
+		out = append(out, strings.Clone(s))
+		return nil
+	})
+	return out, err
+}
+
+func vectorElement() string { return "vector element" }
+
+// decodeVectors decodes a list of equally long lists of finite numbers.
+func decodeVectors(p *jparser) ([][]Number, error) {
+	if k := p.kindAt(); k != jArr {
+		return nil, shapeErr(ErrBadObservation, "vectors", "a list", k)
+	}
+	n, k, ok := p.countKind(jArr)
+	if !ok {
+		return nil, shapeErr(ErrBadObservation, "vector", "a list of numbers", k)
+	}
+	out := make([][]Number, 0, n)
+	err := p.elems(func() error {
+		n, k, ok := p.countKind(jNum)
+		if !ok {
+			return shapeErr(ErrBadObservation, vectorElement(), "a number", k)
+		}
+		if len(out) > 0 && n != len(out[0]) {
+			return fmt.Errorf("%w: vectors of different lengths (%d and %d)", ErrBadObservation, len(out[0]), n)
+		}
+		vec := make([]Number, 0, n)
+		err := p.elems(func() error {
+			x, err := decodeNumber(p, vectorElement)
+			vec = append(vec, x)
+			return err
+		})
+		out = append(out, vec)
+		return err
+	})
+	return out, err
+}
+
+// decodeNumber decodes a finite number; what names it in errors.
+func decodeNumber(p *jparser, what func() string) (Number, error) {
+	if k := p.kindAt(); k != jNum {
+		return Number{}, shapeErr(ErrBadObservation, what(), "a number", k)
+	}
+	v, _ := p.number()
+	if n, err := v.number(""); err == nil {
+		return n, nil
+	}
+	return v.number(what())
+}
+
+// decodeEmotives decodes an object of numbers; a repeated name keeps its
+// first position and takes its last value.
+func decodeEmotives(p *jparser) ([]EmotiveValue, error) {
+	if k := p.kindAt(); k != jObj {
+		return nil, shapeErr(ErrBadObservation, "emotives", "an object", k)
+	}
+	n, k, ok := p.countKind(jNum)
+	if !ok {
+		return nil, shapeErr(ErrBadObservation, fmt.Sprintf("emotive %d", n), "a number", k)
+	}
+	out := make([]EmotiveValue, 0, n)
+	var idx keyIndex
+	err := p.members(func(key string) error {
+		x, err := decodeNumber(p, func() string { return "emotives " + PyRepr(key) })
 		if err != nil {
-			return Observation{}, err
+			return err
 		}
-		obs.Vectors = append(obs.Vectors, ns)
-	}
-	ev, _ := v.member("emotives")
-	if obs.Emotives, err = emotivesOf(ev, "emotives"); err != nil {
-		return Observation{}, err
-	}
-	if id, ok := v.member("unique_id"); ok && id.kind != jNull {
-		if id.kind != jStr || id.s == "" {
-			return Observation{}, fmt.Errorf("%w: unique_id must be a non-empty string", ErrBadObservation)
+		if i, seen := idx.lookup(key, len(out)); seen {
+			out[i].Value = x
+		} else {
+			out = append(out, EmotiveValue{strings.Clone(key), x})
 		}
-		obs.UniqueID = id.s
-	}
-	if obs.Path, err = echoOf(v, "path", jArr); err != nil {
-		return Observation{}, err
-	}
-	if obs.Metadata, err = echoOf(v, "metadata", jObj); err != nil {
-		return Observation{}, err
-	}
-	return obs, obs.validate()
+		return nil
+	})
+	return out, err
 }
 
-// echoOf returns member key re-encoded as Python would echo it; null or
-// absent gives nil.
-func echoOf(v jvalue, key string, kind jkind) (json.RawMessage, error) {
-	m, ok := v.member(key)
-	if !ok || m.kind == jNull {
-		return nil, nil
-	}
-	if m.kind != kind {
-		return nil, fmt.Errorf("%w: %s must be a %s, not %s", ErrBadObservation, key, kind, m.kind)
-	}
-	b, err := m.appendPy(nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadObservation, key, err)
-	}
-	return b, nil
-}
-
-func stringsOf(v jvalue, what string) ([]string, error) {
-	if v.kind != jArr {
-		return nil, fmt.Errorf("%w: %s must be a list, not %s", ErrBadObservation, what, v.kind)
-	}
-	out := make([]string, len(v.arr))
-	for i, el := range v.arr {
-		if el.kind != jStr {
-			return nil, fmt.Errorf("%w: %s[%d] must be a string, not %s", ErrBadObservation, what, i, el.kind)
-		}
-		out[i] = el.s
-	}
-	return out, nil
-}
-
-func numbersOf(v jvalue, what string) ([]Number, error) {
-	if v.kind != jArr {
-		return nil, fmt.Errorf("%w: %s must be a list of numbers, not %s", ErrBadObservation, what, v.kind)
-	}
-	out := make([]Number, len(v.arr))
-	for i, el := range v.arr {
-		n, err := el.number(what + " element")
+// decodeEcho decodes a member echoed back in percept data (null: none) into
+// the JSON Python would write.
+func decodeEcho(p *jparser, what string, kind jkind) ([]byte, error) {
+	switch k := p.kindAt(); k {
+	case jNull:
+		return nil, p.skip(1)
+	case kind:
+		b, err := p.echo(nil)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadObservation, what, err)
 		}
-		out[i] = n
+		return b, nil
+	default:
+		return nil, shapeErr(ErrBadObservation, what, "a "+kind.String(), k)
 	}
-	return out, nil
-}
-
-func emotivesOf(v jvalue, what string) ([]EmotiveValue, error) {
-	if v.kind != jObj {
-		return nil, fmt.Errorf("%w: %s must be an object, not %s", ErrBadObservation, what, v.kind)
-	}
-	out := make([]EmotiveValue, len(v.obj))
-	for i, m := range v.obj {
-		n, err := m.val.number(what + " " + PyRepr(m.key))
-		if err != nil {
-			return nil, err
-		}
-		out[i] = EmotiveValue{m.key, n}
-	}
-	return out, nil
 }
 
 // validate checks what the type system does not: text that is not UTF-8,
@@ -190,29 +263,40 @@ func (o Observation) validate() error {
 			return fmt.Errorf("%w: emotive %s is not finite", ErrBadObservation, PyRepr(e.Name))
 		}
 	}
-	if err := checkEcho(o.Path, jArr, "path"); err != nil {
-		return err
-	}
-	return checkEcho(o.Metadata, jObj, "metadata")
+	return nil
 }
 
-// checkEcho checks that raw is nil or JSON of the given kind that Python
-// could write back.
-func checkEcho(raw json.RawMessage, kind jkind, what string) error {
+// check returns o ready to observe: validated, with Path and Metadata in
+// the form Python writes. A decoded observation is returned as it is.
+func (o Observation) check() (Observation, error) {
+	if o.checked {
+		return o, nil
+	}
+	if err := o.validate(); err != nil {
+		return o, err
+	}
+	var err error
+	if o.Path, err = canonicalEcho(o.Path, jArr, "path"); err != nil {
+		return o, err
+	}
+	if o.Metadata, err = canonicalEcho(o.Metadata, jObj, "metadata"); err != nil {
+		return o, err
+	}
+	o.checked = true
+	return o, nil
+}
+
+// canonicalEcho checks that raw is nil or JSON of the given kind that Python
+// could write back, and returns it as Python writes it.
+func canonicalEcho(raw json.RawMessage, kind jkind, what string) (json.RawMessage, error) {
 	if raw == nil {
-		return nil
+		return nil, nil
 	}
-	v, err := parseJSON(raw)
-	if err == nil && v.kind != kind {
-		err = fmt.Errorf("not a %s", kind)
+	p := newDecoder(raw)
+	if err := p.checkSyntax(nil); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadObservation, what, err)
 	}
-	if err == nil {
-		_, err = v.appendPy(nil)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrBadObservation, what, err)
-	}
-	return nil
+	return decodeEcho(p, what, kind)
 }
 
 // Percept is the percept data of the last observe call (3.5). The zero
@@ -265,25 +349,17 @@ func (p Percept) MarshalJSON() ([]byte, error) {
 
 // newPercept builds the percept echo; the path gets "<name>-<id>-process".
 func newPercept(o Observation, name, id string) Percept {
+	// o was checked: Path and Metadata are canonical.
 	path := []byte{'['}
-	if o.Path != nil {
-		v, _ := parseJSON(o.Path) // validated
-		for _, el := range v.arr {
-			if len(path) > 1 {
-				path = append(path, ',')
-			}
-			path, _ = el.appendPy(path)
-		}
-	}
-	if len(path) > 1 {
+	if len(o.Path) > 2 {
+		path = append(path, o.Path[1:len(o.Path)-1]...)
 		path = append(path, ',')
 	}
 	path = appendJSONString(path, name+"-"+id+"-process")
 	path = append(path, ']')
 	meta := json.RawMessage("{}")
 	if o.Metadata != nil {
-		v, _ := parseJSON(o.Metadata) // validated
-		meta, _ = v.appendPy(nil)
+		meta = slices.Clone(o.Metadata)
 	}
 	vecs := make([][]Number, len(o.Vectors))
 	for i, vec := range o.Vectors {

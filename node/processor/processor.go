@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -126,19 +127,25 @@ func (p *Processor) Name() string { return p.view.Load().name }
 // it. Like KATO, a body that is JSON but not a valid observation still
 // counts in time (3.1); invalid JSON does not reach the processor.
 func (p *Processor) ObserveJSON(body []byte) (ObserveResult, Changes, error) {
-	v, err := parseJSON(body)
+	obs, err := DecodeObservation(body)
 	if err != nil {
-		return ObserveResult{}, nil, err
-	}
-	obs, err := observationOf(v)
-	if err != nil {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.time++
-		p.publish()
-		return ObserveResult{}, nil, err
+		return ObserveResult{}, nil, p.Rejected(err)
 	}
 	return p.Observe(obs)
+}
+
+// Rejected counts, for an observe body DecodeObservation rejected with err,
+// the time step KATO counts (3.1): a body that is JSON but not a valid
+// observation counts; invalid JSON does not. It returns err.
+func (p *Processor) Rejected(err error) error {
+	if errors.Is(err, ErrBadJSON) {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.time++
+	p.publish()
+	return err
 }
 
 // Observe processes one observation (3.2): it updates the STM, recomputes
@@ -150,10 +157,11 @@ func (p *Processor) ObserveJSON(body []byte) (ObserveResult, Changes, error) {
 // SetMaxRecordBytes is refused with an error wrapping ErrTooLarge and
 // changes nothing, time included.
 func (p *Processor) Observe(obs Observation) (ObserveResult, Changes, error) {
+	obs, err := obs.check() // before the lock: linear in the observation
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.publish()
-	if err := obs.validate(); err != nil {
+	if err != nil {
 		p.time++
 		return ObserveResult{}, nil, err
 	}

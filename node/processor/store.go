@@ -379,3 +379,50 @@ func sortedBySeq[T any](m map[string]T, key func(T) (uint64, string)) []T {
 	})
 	return out
 }
+
+// Stored records are read with the tree parser (parseJSON): they come from
+// the model's own store, not from clients.
+
+func stringsOf(v jvalue, what string) ([]string, error) {
+	if v.kind != jArr {
+		return nil, fmt.Errorf("%w: %s must be a list, not %s", ErrBadObservation, what, v.kind)
+	}
+	out := make([]string, len(v.arr))
+	for i, el := range v.arr {
+		if el.kind != jStr {
+			return nil, fmt.Errorf("%w: %s[%d] must be a string, not %s", ErrBadObservation, what, i, el.kind)
+		}
+		out[i] = el.s
+	}
+	return out, nil
+}
+
+func numbersOf(v jvalue, what string) ([]Number, error) {
+	if v.kind != jArr {
+		return nil, fmt.Errorf("%w: %s must be a list of numbers, not %s", ErrBadObservation, what, v.kind)
+	}
+	out := make([]Number, len(v.arr))
+	for i, el := range v.arr {
+		n, err := el.number(what + " element")
+		if err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+func emotivesOf(v jvalue, what string) ([]EmotiveValue, error) {
+	if v.kind != jObj {
+		return nil, fmt.Errorf("%w: %s must be an object, not %s", ErrBadObservation, what, v.kind)
+	}
+	out := make([]EmotiveValue, len(v.obj))
+	for i, m := range v.obj {
+		n, err := m.val.number(what + " " + PyRepr(m.key))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = EmotiveValue{m.key, n}
+	}
+	return out, nil
+}

@@ -1,0 +1,368 @@
+package coord_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kato-coord/kato/coord"
+)
+
+// BenchmarkSessionEtcdCPU measures what idle sessions cost etcd: the CPU
+// time of an etcd process (this test binary re-run as a single etcd member)
+// per minute while N sessions only renew their leases, with and without etcd
+// auth, for the renewal of before issue 18 (a KeepAliveOnce, so a new stream,
+// per renewal) and for coord.Session (one long-lived stream per session), in
+// one run on one machine. Run it with
+//
+//	go test ./coord/ -run '^$' -bench SessionEtcdCPU -benchtime 1x
+//
+// KATO_SESSION_BENCH_SECONDS sets the measuring window (default 20),
+// KATO_SESSION_BENCH_N the session counts (default "3,10000") and
+// KATO_SESSION_BENCH_AUTH which auth cases run (both, off, on); N = 3 uses
+// TTL 3 s, larger N TTL 10 s (the cases of the issue). Linux only (it reads
+// /proc/<pid>/stat).
+func BenchmarkSessionEtcdCPU(b *testing.B) {
+	if runtime.GOOS != "linux" {
+		b.Skip("reads the etcd process's CPU time from /proc")
+	}
+	window := 20 * time.Second
+	if v := os.Getenv("KATO_SESSION_BENCH_SECONDS"); v != "" {
+		d, err := time.ParseDuration(v + "s")
+		if err != nil {
+			b.Fatalf("KATO_SESSION_BENCH_SECONDS=%q: %v", v, err)
+		}
+		window = d
+	}
+	counts := []int{3, 10000}
+	if v := os.Getenv("KATO_SESSION_BENCH_N"); v != "" {
+		counts = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("KATO_SESSION_BENCH_N=%q: %q is not a count", v, f)
+			}
+			counts = append(counts, n)
+		}
+	}
+	type row struct {
+		n             int
+		ttl           time.Duration
+		auth          bool
+		before, after float64 // etcd CPU-seconds per minute
+	}
+	var rows []row
+	for b.Loop() {
+		rows = rows[:0]
+		for _, n := range counts {
+			ttl := 10 * time.Second
+			if n <= 3 {
+				ttl = 3 * time.Second
+			}
+			for _, auth := range benchAuth(b) {
+				r := row{n: n, ttl: ttl, auth: auth}
+				r.before = measureIdleSessions(b, n, ttl, auth, window, false)
+				r.after = measureIdleSessions(b, n, ttl, auth, window, true)
+				rows = append(rows, r)
+			}
+		}
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "etcd CPU-seconds per minute for N idle sessions (%v window each, %d CPUs; before: a new keep-alive stream per renewal, after: one long-lived stream per session)\n", window, runtime.NumCPU())
+	fmt.Fprintf(&out, "%-7s %-5s %-5s %10s %10s %12s\n", "N", "TTL", "AUTH", "BEFORE", "AFTER", "AFTER/BEFORE")
+	for _, r := range rows {
+		fmt.Fprintf(&out, "%-7d %-5v %-5v %10.2f %10.2f %12.2f\n", r.n, r.ttl, r.auth, r.before, r.after, r.after/r.before)
+	}
+	for i := 0; i+1 < len(rows); i++ {
+		if off, on := rows[i], rows[i+1]; off.n == on.n && !off.auth && on.auth {
+			fmt.Fprintf(&out, "N=%d, with auth / without: before %.2f, after %.2f\n", off.n, on.before/off.before, on.after/off.after)
+		}
+	}
+	b.Log("\n" + out.String())
+}
+
+// benchAuth is KATO_SESSION_BENCH_AUTH: "both" (default), "off" or "on".
+func benchAuth(b *testing.B) []bool {
+	switch v := os.Getenv("KATO_SESSION_BENCH_AUTH"); v {
+	case "", "both":
+		return []bool{false, true}
+	case "off":
+		return []bool{false}
+	case "on":
+		return []bool{true}
+	default:
+		b.Fatalf("KATO_SESSION_BENCH_AUTH=%q: want both, off or on", v)
+		return nil
+	}
+}
+
+// measureIdleSessions starts a fresh etcd process, opens n leases of ttl
+// renewed the new way (coord.Session) or the old way, lets them idle for
+// the window and returns etcd's CPU-seconds per minute over it.
+func measureIdleSessions(b *testing.B, n int, ttl time.Duration, auth bool, window time.Duration, sessions bool) float64 {
+	b.Helper()
+	etcd := startEtcdProcess(b)
+	defer etcd.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := clientv3.Config{Endpoints: []string{etcd.endpoint}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()}
+	if auth {
+		enableAuth(b, ctx, cfg)
+		cfg.Username, cfg.Password = "root", benchPassword
+	}
+	// A client per 1,000 sessions, as nodes of a few processes would have.
+	nclients := (n + 999) / 1000
+	clients := make([]*clientv3.Client, nclients)
+	for i := range clients {
+		cli, err := clientv3.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cli.Close()
+		clients[i] = cli
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	type opened struct {
+		s   *coord.Session
+		exp time.Time // the deadline before the first renewal
+		err error
+	}
+	open := make(chan opened, n)
+	opening := make(chan struct{}, 64) // nodes do not all start at the same instant
+	for i := 0; i < n; i++ {
+		cli := clients[i%nclients]
+		wg.Add(1)
+		opening <- struct{}{}
+		go func() {
+			defer wg.Done()
+			if sessions {
+				s, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(ttl))
+				<-opening
+				if err != nil {
+					open <- opened{err: err}
+					return
+				}
+				open <- opened{s: s, exp: s.ExpiresAt()}
+				<-ctx.Done()
+				s.Close(context.Background())
+				return
+			}
+			resp, err := cli.Grant(ctx, int64(ttl/time.Second))
+			<-opening
+			open <- opened{err: err}
+			if err != nil {
+				return
+			}
+			renewOncePerInterval(ctx, cli, resp.ID, ttl/3)
+		}()
+	}
+	var all []opened
+	for i := 0; i < n; i++ {
+		o := <-open
+		if o.err != nil {
+			b.Fatalf("open session %d of %d: %v", i, n, o.err)
+		}
+		all = append(all, o)
+	}
+	// Measure the idle state: once every session renewed over its stream
+	// (opening it is a password check with auth), and a renewal interval on.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for _, o := range all {
+		for o.s != nil && !o.s.ExpiresAt().After(o.exp) {
+			if o.s.Err() != nil {
+				b.Fatalf("session lost while opening: %v", o.s.Err())
+			}
+			<-tick.C
+		}
+	}
+	settle := time.NewTimer(ttl / 3)
+	<-settle.C
+	start, t0 := etcd.cpu(b), time.Now()
+	end := time.NewTimer(window)
+	<-end.C
+	used, took := etcd.cpu(b)-start, time.Since(t0)
+	return used.Seconds() * float64(time.Minute) / float64(took)
+}
+
+// renewOncePerInterval renews lease id the way sessions did before issue 18:
+// one KeepAliveOnce (a new stream) every interval.
+func renewOncePerInterval(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		cli.KeepAliveOnce(rctx, id)
+		cancel()
+	}
+}
+
+const benchPassword = "bench-password"
+
+// enableAuth turns on etcd auth with a root user.
+func enableAuth(b *testing.B, ctx context.Context, cfg clientv3.Config) {
+	b.Helper()
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.UserAdd(ctx, "root", benchPassword); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// etcdProcess is this test binary re-run as an etcd member (see TestMain).
+type etcdProcess struct {
+	cmd      *exec.Cmd
+	endpoint string
+	done     chan struct{}
+}
+
+// benchEtcdEnv names the data directory of a re-run test binary that is to
+// be an etcd member; benchEtcdClient and benchEtcdPeer its addresses.
+const (
+	benchEtcdEnv    = "KATO_BENCH_ETCD_DIR"
+	benchEtcdClient = "KATO_BENCH_ETCD_CLIENT"
+	benchEtcdPeer   = "KATO_BENCH_ETCD_PEER"
+)
+
+func startEtcdProcess(b *testing.B) *etcdProcess {
+	b.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	client, peer := freeAddr(b), freeAddr(b)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), benchEtcdEnv+"="+filepath.Join(b.TempDir(), "etcd"), benchEtcdClient+"="+client, benchEtcdPeer+"="+peer)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if _, err := cmd.StdinPipe(); err != nil { // closed when we go: the member stops
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &etcdProcess{cmd: cmd, endpoint: client, done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- nil
+			}
+		}
+		ready <- errors.New("etcd process ended before it was ready")
+	}()
+	go func() { cmd.Wait(); close(p.done) }()
+	select {
+	case err := <-ready:
+		if err != nil {
+			b.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		p.stop()
+		b.Fatal("etcd process not ready within a minute")
+	}
+	return p
+}
+
+func (p *etcdProcess) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// cpu returns the process's user + system CPU time so far.
+func (p *etcdProcess) cpu(b *testing.B) time.Duration {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which ends with the last ')'): state is
+	// field 3, utime 14, stime 15, in clock ticks of 1/100 s.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("cannot read CPU times from /proc/%d/stat", p.cmd.Process.Pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func freeAddr(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// runBenchEtcd is TestMain's branch for a re-run test binary that is to be
+// an etcd member: it serves until stdin closes or SIGTERM, then exits.
+func runBenchEtcd(dir string) int {
+	ctx, stop := signalContext()
+	defer stop()
+	e, err := coord.StartEmbedded(ctx, coord.EmbeddedConfig{DataDir: dir, ClientAddr: os.Getenv(benchEtcdClient), PeerAddr: os.Getenv(benchEtcdPeer)}, zap.NewNop())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench etcd:", err)
+		return 1
+	}
+	defer e.Close()
+	fmt.Println("ready")
+	go func() {
+		buf := make([]byte, 1)
+		for {
+			if _, err := os.Stdin.Read(buf); err != nil {
+				stop()
+				return
+			}
+		}
+	}()
+	<-ctx.Done()
+	return 0
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}

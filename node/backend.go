@@ -25,7 +25,7 @@ type backend struct{ n *Node }
 
 func (n *Node) handler() http.Handler {
 	return api.New(backend{n}, api.Options{Token: n.cfg.APIToken, MaxBodyBytes: n.cfg.MaxBodyBytes, Logger: n.lg,
-		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), Console: n.console})
+		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), Console: n.console, Sessions: sessionsAPI{n}})
 }
 
 func (b backend) ID() string                { return b.n.cfg.ID }

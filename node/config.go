@@ -43,6 +43,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// Version is shown in the registry record and node info.
 	Version string
+	// SessionTTLs bound the TTL of KATO 3 sessions (sessions.go).
+	SessionTTLs SessionTTLs
 }
 
 func (c *Config) applyDefaults() error {
@@ -97,7 +99,7 @@ func (c *Config) applyDefaults() error {
 	if c.Version == "" {
 		c.Version = "devel"
 	}
-	return nil
+	return c.SessionTTLs.applyDefaults()
 }
 
 // listen binds the asked port or, when it is taken, the next free one.

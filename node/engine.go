@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/metrics"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
 )
@@ -50,10 +51,13 @@ type engine struct {
 	genes      processor.Config
 	name       string
 	inflight   sync.WaitGroup
+	sessions   *sessionTable // KATO 3 sessions while serving (sessions.go)
+	sm         *metrics.Sessions
 }
 
 func newEngine(n *Node) *engine {
-	return &engine{n: n, lg: n.lg.Named("engine"), genes: n.cfg.Genes, name: n.cfg.Name, failCh: make(chan struct{}), failOnce: &sync.Once{}}
+	return &engine{n: n, lg: n.lg.Named("engine"), genes: n.cfg.Genes, name: n.cfg.Name, failCh: make(chan struct{}), failOnce: &sync.Once{},
+		sm: metrics.NewSessions(n.reg)}
 }
 
 // genes returns the current genes as name → value, for the registry record.
@@ -414,9 +418,16 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); com.Run(cctx) }()
+	sessions, err := e.openSessions(ctx, lock, p)
+	if err != nil {
+		cancel()
+		<-done
+		return err
+	}
 
 	e.mu.Lock()
 	e.proc, e.committer, e.stopCommit, e.commitDone = p, com, cancel, done
+	e.sessions = sessions
 	e.failCh, e.failOnce = make(chan struct{}), &sync.Once{}
 	e.mu.Unlock()
 	st := p.Stats()
@@ -438,7 +449,12 @@ func (e *engine) deactivate() {
 	e.proc = nil
 	stop, done := e.stopCommit, e.commitDone
 	e.committer, e.stopCommit, e.commitDone = nil, nil, nil
+	sessions := e.sessions
+	e.sessions = nil
 	e.mu.Unlock()
+	if sessions != nil {
+		sessions.close()
+	}
 	if stop != nil {
 		stop()
 		<-done

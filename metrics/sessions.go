@@ -10,8 +10,8 @@ import (
 type Sessions struct {
 	Active  *prometheus.GaugeVec   // by model
 	Created *prometheus.CounterVec // by model
-	Expired *prometheus.CounterVec // by model: the lease ran out
-	Deleted *prometheus.CounterVec // by model: DELETE /sessions/{sid} or katoctl sessions rm
+	Expired *prometheus.CounterVec // by model: the lease ran out or was revoked (katoctl sessions rm)
+	Deleted *prometheus.CounterVec // by model: DELETE /sessions/{sid}
 }
 
 // NewSessions builds the session collectors and registers them on reg.
@@ -23,8 +23,8 @@ func NewSessions(reg prometheus.Registerer) *Sessions {
 		Created: f.NewCounterVec(prometheus.CounterOpts{Name: "kato_sessions_created_total",
 			Help: "KATO 3 sessions created on this node."}, []string{"model"}),
 		Expired: f.NewCounterVec(prometheus.CounterOpts{Name: "kato_sessions_expired_total",
-			Help: "KATO 3 sessions whose lease ran out while this node held their model."}, []string{"model"}),
+			Help: "KATO 3 sessions whose lease ran out, or was revoked (katoctl sessions rm), while this node held their model."}, []string{"model"}),
 		Deleted: f.NewCounterVec(prometheus.CounterOpts{Name: "kato_sessions_deleted_total",
-			Help: "KATO 3 sessions deleted while this node held their model."}, []string{"model"}),
+			Help: "KATO 3 sessions deleted through the API while this node held their model."}, []string{"model"}),
 	}
 }

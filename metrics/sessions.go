@@ -12,6 +12,9 @@ type Sessions struct {
 	Created *prometheus.CounterVec // by model
 	Expired *prometheus.CounterVec // by model: the lease ran out or was revoked (katoctl sessions rm)
 	Deleted *prometheus.CounterVec // by model: DELETE /sessions/{sid}
+	// Refreshes counts lease refreshes (sliding TTL; at most one a second
+	// per session).
+	Refreshes *prometheus.CounterVec // by model
 }
 
 // NewSessions builds the session collectors and registers them on reg.
@@ -26,5 +29,7 @@ func NewSessions(reg prometheus.Registerer) *Sessions {
 			Help: "KATO 3 sessions whose lease ran out, or was revoked (katoctl sessions rm), while this node held their model."}, []string{"model"}),
 		Deleted: f.NewCounterVec(prometheus.CounterOpts{Name: "kato_sessions_deleted_total",
 			Help: "KATO 3 sessions deleted through the API while this node held their model."}, []string{"model"}),
+		Refreshes: f.NewCounterVec(prometheus.CounterOpts{Name: "kato_sessions_lease_refreshes_total",
+			Help: "Lease refreshes of KATO 3 sessions (each use extends the TTL; at most one refresh a second per session)."}, []string{"model"}),
 	}
 }

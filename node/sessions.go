@@ -286,6 +286,7 @@ func (t *sessionTable) use(ctx context.Context, sid string, extend bool) (*liveS
 		return nil, t.etcdErr(ls, err)
 	}
 	ls.refreshed = time.Now()
+	t.sm.Refreshes.WithLabelValues(t.model).Inc()
 	return ls, nil
 }
 

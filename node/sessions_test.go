@@ -243,6 +243,17 @@ func TestSessionExpiresAndSlides(t *testing.T) {
 	if got := c.ok("GET", "/sessions/"+busy+"/stm", ""); got["length"].(float64) < 10 {
 		t.Fatalf("busy session: %v", got)
 	}
+	// Sliding TTL, at most one lease refresh a second: a burst of uses
+	// refreshes the lease once or twice, not once a use.
+	r0 := metric(t, n.APIURL(), `kato_sessions_lease_refreshes_total{model="m"}`)
+	burst := time.Now()
+	for i := 0; i < 50; i++ {
+		c.ok("GET", "/sessions/"+busy+"/stm", "")
+	}
+	refreshes := metric(t, n.APIURL(), `kato_sessions_lease_refreshes_total{model="m"}`) - r0
+	if limit := time.Since(burst).Seconds() + 1; refreshes < 0 || refreshes > limit {
+		t.Fatalf("%v lease refreshes for 50 uses in %v", refreshes, time.Since(burst))
+	}
 	waitFor(t, 10*time.Second, "expiry metric", func() bool { return metric(t, n.APIURL(), `kato_sessions_expired_total{model="m"}`) == 1 })
 	if got := c.ok("GET", "/sessions/"+idle+"/exists", ""); got["exists"] != false || got["expired"] != true {
 		t.Fatalf("exists of the expired session: %v", got)

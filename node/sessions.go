@@ -84,15 +84,16 @@ type sessionTable struct {
 	mu   sync.Mutex
 	byID map[string]*liveSession
 
+	writes chan *sessionWrite // to commitLoop
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed when the watch and commitLoop have ended
 }
 
 // openSessions loads the model's sessions into p (a take-over continues
 // every session where it was) and starts watching for expiries.
 func (e *engine) openSessions(ctx context.Context, lock *coord.ModelLock, p *processor.Processor) (*sessionTable, error) {
 	t := &sessionTable{e: e, cli: e.n.cli, lock: lock, p: p, model: e.n.cfg.Model, ttls: e.n.cfg.SessionTTLs,
-		lg: e.lg.Named("sessions"), sm: e.sm, byID: map[string]*liveSession{}, done: make(chan struct{})}
+		lg: e.lg.Named("sessions"), sm: e.sm, byID: map[string]*liveSession{}, writes: make(chan *sessionWrite), done: make(chan struct{})}
 	resp, err := t.cli.Get(ctx, coord.SessionPrefix(t.model), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("node: load sessions of %s: %w", t.model, err)
@@ -114,11 +115,16 @@ func (e *engine) openSessions(ctx context.Context, lock *coord.ModelLock, p *pro
 	t.sm.Active.WithLabelValues(t.model).Set(float64(len(t.byID)))
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	t.cancel = cancel
-	go func() { defer close(t.done); t.watch(wctx, resp.Header.Revision+1) }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); t.watch(wctx, resp.Header.Revision+1) }()
+	go func() { defer wg.Done(); t.commitLoop(wctx) }()
+	go func() { wg.Wait(); close(t.done) }()
 	return t, nil
 }
 
-// close stops the watch; the sessions stay in etcd for the next holder.
+// close stops the watch and the writes (those still queued fail); the
+// sessions stay in etcd for the next holder.
 func (t *sessionTable) close() {
 	t.cancel()
 	<-t.done
@@ -241,17 +247,84 @@ func (t *sessionTable) info(ls *liveSession) api.SessionInfo {
 }
 
 // persist writes the session's record under its lease, fenced by the model
-// lock.
+// lock, and returns once etcd has it. Writes of several sessions that wait
+// at the same time go in one transaction (group commit).
 func (t *sessionTable) persist(ctx context.Context, ls *liveSession) error {
 	b, err := json.Marshal(sessionRecord{V: coord.SchemaVersion, SessionID: ls.sid, Model: t.model, CreatedAt: ls.created,
 		TTL: int64(ls.ttl / time.Second), Metadata: ls.metadata, State: ls.ps.State()})
 	if err != nil {
 		return fmt.Errorf("node: session %s: %w", ls.sid, err)
 	}
-	start := time.Now()
-	_, err = t.lock.Txn(ctx).Then(clientv3.OpPut(coord.SessionKey(t.model, ls.sid), string(b), clientv3.WithLease(ls.lease))).Commit()
-	t.e.n.m.EtcdRequest.WithLabelValues("session_txn").Observe(time.Since(start).Seconds())
+	w := &sessionWrite{op: clientv3.OpPut(coord.SessionKey(t.model, ls.sid), string(b), clientv3.WithLease(ls.lease)), done: make(chan error, 1)}
+	select {
+	case t.writes <- w:
+	case <-t.done:
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, ErrNotServing)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err = <-w.done:
+	case <-ctx.Done():
+		return ctx.Err() // queued: it lands or fails without us
+	}
 	return t.etcdErr(ls, err)
+}
+
+// sessionWrite is one session record waiting to be written.
+type sessionWrite struct {
+	op   clientv3.Op
+	done chan error
+}
+
+// maxSessionBatch bounds the puts of one transaction (etcd's default
+// --max-txn-ops is 128).
+const maxSessionBatch = 100
+
+// commitLoop writes queued session records until ctx ends: whatever queued
+// while the previous transaction was in flight goes in the next one. A batch
+// that etcd refuses because a lease is gone (a session expired meanwhile)
+// is written again one put at a time, so only that session's write fails.
+func (t *sessionTable) commitLoop(ctx context.Context) {
+	for {
+		var batch []*sessionWrite
+		select {
+		case w := <-t.writes:
+			batch = append(batch, w)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < maxSessionBatch {
+			select {
+			case w := <-t.writes:
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		err := t.commit(ctx, batch)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) && len(batch) > 1 {
+			for _, w := range batch {
+				w.done <- t.commit(ctx, []*sessionWrite{w})
+			}
+			continue
+		}
+		for _, w := range batch {
+			w.done <- err
+		}
+	}
+}
+
+func (t *sessionTable) commit(ctx context.Context, batch []*sessionWrite) error {
+	ops := make([]clientv3.Op, len(batch))
+	for i, w := range batch {
+		ops[i] = w.op
+	}
+	start := time.Now()
+	_, err := t.lock.Txn(ctx).Then(ops...).Commit()
+	t.e.n.m.EtcdRequest.WithLabelValues("session_txn").Observe(time.Since(start).Seconds())
+	return err
 }
 
 // etcdErr maps an etcd error on a session: its lease gone means it expired.

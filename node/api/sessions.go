@@ -211,6 +211,12 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 			h.failSession(w, err)
 		}
 	}
+	// answer serves a read route: the body answer gives for the session.
+	answer := func(body func(*processor.Session) any) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			read(w, r, func(s *processor.Session) { ok(w, body(s)) })
+		}
+	}
 	write := func(w http.ResponseWriter, r *http.Request, fn func(*processor.Session) (processor.Changes, error), answer func()) {
 		if err := ss.Write(r.Context(), sid, fn); err != nil {
 			h.failSession(w, err)
@@ -251,11 +257,9 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 			ok(w, map[string]any{"status": "extended", "session_id": sid, "ttl_seconds": n})
 		}, "session_extend"
 	case key{http.MethodGet, "config"}:
-		return func(w http.ResponseWriter, r *http.Request) {
-			read(w, r, func(s *processor.Session) {
-				ok(w, map[string]any{"session_id": sid, "config": json.RawMessage(processor.SessionConfigJSON(s.Config()))})
-			})
-		}, "session_config"
+		return answer(func(s *processor.Session) any {
+			return map[string]any{"session_id": sid, "config": json.RawMessage(processor.SessionConfigJSON(s.Config()))}
+		}), "session_config"
 	case key{http.MethodPost, "config"}:
 		return func(w http.ResponseWriter, r *http.Request) {
 			body, err := readBody(r)
@@ -295,12 +299,10 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 	case key{http.MethodPost, "observe-sequence"}:
 		return h.observeSequence(ss, sid), "session_observe_sequence"
 	case key{http.MethodGet, "stm"}:
-		return func(w http.ResponseWriter, r *http.Request) {
-			read(w, r, func(s *processor.Session) {
-				stm := s.STM()
-				ok(w, map[string]any{"stm": stm, "session_id": sid, "length": len(stm)})
-			})
-		}, "session_stm"
+		return answer(func(s *processor.Session) any {
+			stm := s.STM()
+			return map[string]any{"stm": stm, "session_id": sid, "length": len(stm)}
+		}), "session_stm"
 	case key{http.MethodPost, "learn"}:
 		return func(w http.ResponseWriter, r *http.Request) {
 			var name string
@@ -314,12 +316,10 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 			}, func() { ok(w, map[string]string{"status": "learned", "pattern_name": name, "session_id": sid}) })
 		}, "session_learn"
 	case key{http.MethodGet, "predictions"}:
-		return func(w http.ResponseWriter, r *http.Request) {
-			read(w, r, func(s *processor.Session) {
-				p := s.Predictions()
-				ok(w, map[string]any{"predictions": p, "session_id": sid, "count": len(p)})
-			})
-		}, "session_predictions"
+		return answer(func(s *processor.Session) any {
+			p := s.Predictions()
+			return map[string]any{"predictions": p, "session_id": sid, "count": len(p)}
+		}), "session_predictions"
 	case key{http.MethodPost, "clear-stm"}:
 		return func(w http.ResponseWriter, r *http.Request) {
 			write(w, r, func(s *processor.Session) (processor.Changes, error) { s.ClearSTM(); return nil, nil },
@@ -331,13 +331,9 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 				func() { ok(w, map[string]string{"status": "cleared", "session_id": sid, "scope": "all"}) })
 		}, "session_clear_all"
 	case key{http.MethodGet, "percept-data"}:
-		return func(w http.ResponseWriter, r *http.Request) {
-			read(w, r, func(s *processor.Session) { ok(w, messageBody{s.PerceptData()}) })
-		}, "session_percept_data"
+		return answer(func(s *processor.Session) any { return messageBody{s.PerceptData()} }), "session_percept_data"
 	case key{http.MethodGet, "cognition-data"}:
-		return func(w http.ResponseWriter, r *http.Request) {
-			read(w, r, func(s *processor.Session) { ok(w, messageBody{s.CognitionData()}) })
-		}, "session_cognition_data"
+		return answer(func(s *processor.Session) any { return messageBody{s.CognitionData()} }), "session_cognition_data"
 	}
 	return nil, ""
 }

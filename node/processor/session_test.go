@@ -2,6 +2,7 @@ package processor
 
 import (
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -276,4 +277,29 @@ func TestApplySessionConfig(t *testing.T) {
 	if err != nil || back != cfg {
 		t.Fatalf("%s read back as %+v, %v", SessionConfigJSON(cfg), back, err)
 	}
+}
+
+// ApplySessionConfig takes outside input: it never panics, refuses with a
+// 400 error, and what it accepts validates and reads back the same.
+func FuzzApplySessionConfig(f *testing.F) {
+	for _, s := range []string{`{"max_predictions":3}`, `{"recall_threshold":0.5,"sort_symbols":false}`, `{"stm_mode":"CLEAR"}`,
+		`null`, `[]`, `{"max_pattern_length":1e999}`, `{"rank_sort_algo":"potential","use_token_matching":true}`, `{"a":`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cfg, err := ApplySessionConfig(DefaultConfig(), body)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("%q: error %v is not a 400", body, err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%q: accepted an invalid config: %v", body, err)
+		}
+		back, err := ApplySessionConfig(DefaultConfig(), SessionConfigJSON(cfg))
+		if err != nil || back != cfg {
+			t.Fatalf("%q: reads back as %+v, %v", body, back, err)
+		}
+	})
 }

@@ -82,7 +82,7 @@ func Connect(ctx context.Context, cfg ClientConfig, lg *zap.Logger) (*clientv3.C
 // Namespace confines cli's KV, Watcher and Lease to prefix, in place. Every
 // key coord reads or writes is then relative to the prefix.
 func Namespace(cli *clientv3.Client, prefix string) {
-	cli.KV = namespace.NewKV(cli.KV, prefix)
+	cli.KV = newPrefixedKV(cli.KV, prefix)
 	cli.Watcher = namespace.NewWatcher(cli.Watcher, prefix)
 	cli.Lease = namespace.NewLease(cli.Lease, prefix)
 }

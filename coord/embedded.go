@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,32 @@ type EmbeddedConfig struct {
 	PeerAddr string
 	// StartTimeout bounds how long the member may take to be ready. Default 60 s.
 	StartTimeout time.Duration
+	// AutoCompactionRetention is how much history the member keeps: a
+	// duration ("1h": compact to the last hour, every hour or so) or a
+	// number of revisions ("10000"); "0" turns compaction off. Default
+	// DefaultAutoCompactionRetention.
+	AutoCompactionRetention string
+	// QuotaBackendBytes is the database size at which the member raises the
+	// NOSPACE alarm and takes no more writes (defragment to get space back).
+	// Default DefaultQuotaBackendBytes.
+	QuotaBackendBytes int64
+}
+
+// Defaults of the embedded member's history and size bounds.
+const (
+	DefaultAutoCompactionRetention = "1h"
+	DefaultQuotaBackendBytes       = 2 << 30
+)
+
+// compaction turns a retention into etcd's auto-compaction mode and value.
+func compaction(retention string) (mode, value string, err error) {
+	if _, err := strconv.ParseUint(retention, 10, 63); err == nil {
+		return embed.CompactorModeRevision, retention, nil
+	}
+	if d, err := time.ParseDuration(retention); err == nil && d > 0 {
+		return embed.CompactorModePeriodic, retention, nil
+	}
+	return "", "", fmt.Errorf("coord: --etcd-auto-compaction-retention %q: want a duration (1h, 30m) or a number of revisions (10000); 0 turns compaction off", retention)
 }
 
 // DefaultEmbeddedDataDir is $XDG_DATA_HOME/kato/etcd, or ~/.local/share/kato/etcd.
@@ -67,6 +94,19 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, lg *zap.Logger) (*Em
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 60 * time.Second
 	}
+	if cfg.AutoCompactionRetention == "" {
+		cfg.AutoCompactionRetention = DefaultAutoCompactionRetention
+	}
+	if cfg.QuotaBackendBytes == 0 {
+		cfg.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if cfg.QuotaBackendBytes < 0 || cfg.QuotaBackendBytes > 100<<30 {
+		return nil, fmt.Errorf("coord: --etcd-quota-backend-bytes %d: want 1 byte to 100 GiB (etcd suggests at most 8 GiB)", cfg.QuotaBackendBytes)
+	}
+	compactMode, compactRetention, err := compaction(cfg.AutoCompactionRetention)
+	if err != nil {
+		return nil, err
+	}
 	clientURL, err := listenURL("--etcd-listen-client", cfg.ClientAddr)
 	if err != nil {
 		return nil, err
@@ -97,9 +137,10 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, lg *zap.Logger) (*Em
 	ec.InitialCluster = ec.Name + "=" + peerURL.String()
 	ec.InitialClusterToken = "kato-embedded"
 	ec.EnableGRPCGateway = false
-	// Keep history bounded: compact to the last hour, as a small cluster would.
-	ec.AutoCompactionMode = embed.CompactorModePeriodic
-	ec.AutoCompactionRetention = "1h"
+	// Keep history and size bounded: without compaction every learn's old
+	// revisions stay, and the quota makes a full disk a clear alarm.
+	ec.AutoCompactionMode, ec.AutoCompactionRetention = compactMode, compactRetention
+	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	// etcd logs its own warnings; while closing it reports every listener it
 	// shuts as an error, which is noise: only fatal entries pass then.
 	closing := &atomic.Bool{}

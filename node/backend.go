@@ -30,6 +30,7 @@ func (n *Node) handler() http.Handler {
 
 func (b backend) ID() string                { return b.n.cfg.ID }
 func (b backend) Ready() bool               { return b.n.Ready() }
+func (b backend) Loading() string           { return b.n.engine.progress.String() }
 func (b backend) Metrics() *metrics.Metrics { return b.n.m }
 func (b backend) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(b.n.reg, promhttp.HandlerOpts{Registry: b.n.reg})
@@ -70,8 +71,16 @@ func (b backend) Read() (*processor.Processor, func(), error) {
 }
 
 func (b backend) Write(ctx context.Context, fn func(*processor.Processor) (processor.Changes, error)) error {
-	err := b.n.engine.write(ctx, fn)
-	if err != nil && (errors.Is(err, ErrNotServing) || errors.Is(err, ErrWriteFailed)) {
+	return apiWriteErr(b.n.engine.write(ctx, fn))
+}
+
+// apiWriteErr maps an error of engine.write to the API's errors.
+func apiWriteErr(err error) error {
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrOutcomeUnknown):
+		return fmt.Errorf("%w: %v", api.ErrOutcomeUnknown, err)
+	case errors.Is(err, ErrNotServing), errors.Is(err, ErrWriteFailed), errors.Is(err, ErrNotStored):
 		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
 	return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -21,9 +22,20 @@ import (
 // its model lock (standby, lease lost, stopping): the API answers 503.
 var ErrNotServing = errors.New("node: not serving this model now (no model lock)")
 
-// ErrWriteFailed is returned when a model change could not be made durable:
-// the node lost its lock; the API answers 503.
+// ErrWriteFailed is returned when a model change could not be made durable
+// because the node lost its lock; the API answers 503.
 var ErrWriteFailed = errors.New("node: model change not stored (model lock lost)")
+
+// ErrNotStored is returned when a model change was not made durable for a
+// reason of that request (etcd refused it, or a change before it failed):
+// the node keeps its lock and reloads the model from etcd before it takes
+// writes again; the API answers 503.
+var ErrNotStored = errors.New("node: model change not stored; the model reloads from etcd")
+
+// ErrOutcomeUnknown is returned when a model change was sent to etcd but its
+// result is not known (the node stopped serving while it was in flight, a
+// timeout, a lost connection): etcd may hold it or not. The API answers 503.
+var ErrOutcomeUnknown = errors.New("node: model change sent; whether it was stored is unknown")
 
 // Stored record keys, relative to models/<model>/.
 const (
@@ -51,6 +63,7 @@ type engine struct {
 	genes      processor.Config
 	name       string
 	inflight   sync.WaitGroup
+	progress   loadProgress
 	sessions   *sessionTable // KATO 3 sessions while serving (sessions.go)
 	sm         *metrics.Sessions
 }
@@ -79,7 +92,9 @@ func (e *engine) geneMap() map[string]any {
 	return out
 }
 
-// failed is closed when a fenced write of the current activation failed.
+// failed is closed when a model write of the current activation failed, or
+// the processor holds a change etcd will not: the model must be reloaded (or,
+// when the lock was lost, given up) before it takes writes again.
 func (e *engine) failed() <-chan struct{} {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -99,8 +114,10 @@ func (e *engine) read() (*processor.Processor, func(), error) {
 }
 
 // write runs fn, which may change the model, and returns only after its
-// changes are durable in etcd. A failed write fails the activation: the node
-// goes back to standby and reloads the model from etcd.
+// changes are durable in etcd. After a failed write it refuses every write,
+// without running fn, until the node has reloaded the model (D14): only a
+// lost lock costs the lock, any other failure is an error of the requests
+// it hit.
 func (e *engine) write(ctx context.Context, fn func(*processor.Processor) (processor.Changes, error)) error {
 	e.mu.RLock()
 	p, com, failOnce, failCh := e.proc, e.committer, e.failOnce, e.failCh
@@ -108,22 +125,31 @@ func (e *engine) write(ctx context.Context, fn func(*processor.Processor) (proce
 		e.mu.RUnlock()
 		return ErrNotServing
 	}
+	select {
+	case <-failCh:
+		e.mu.RUnlock()
+		return fmt.Errorf("%w: an earlier change failed", ErrNotStored)
+	default:
+	}
 	e.inflight.Add(1)
 	defer e.inflight.Done()
 	e.wmu.Lock()
 	changes, err := fn(p)
 	var waits []<-chan error
+	var enqErr error
 	if err == nil && len(changes) > 0 {
-		waits, err = enqueue(com, kbChanges(changes.Coalesce()))
+		if waits, enqErr = enqueue(com, kbChanges(changes.Coalesce())); enqErr != nil {
+			// The processor holds changes etcd will not get.
+			failOnce.Do(func() { close(failCh) })
+		}
 	}
 	e.wmu.Unlock()
 	e.mu.RUnlock()
-	if err != nil {
-		if len(waits) > 0 || errors.Is(err, kb.ErrStopped) {
-			failOnce.Do(func() { close(failCh) })
-			return fmt.Errorf("%w: %v", ErrWriteFailed, err)
-		}
-		return err
+	switch {
+	case err != nil:
+		return err // the processor refused the call; nothing changed
+	case enqErr != nil:
+		return writeErr(enqErr)
 	}
 	for _, done := range waits {
 		select {
@@ -133,11 +159,23 @@ func (e *engine) write(ctx context.Context, fn func(*processor.Processor) (proce
 			return ctx.Err()
 		}
 		if err != nil {
-			failOnce.Do(func() { close(failCh) })
-			return fmt.Errorf("%w: %v", ErrWriteFailed, err)
+			return writeErr(err)
 		}
 	}
 	return nil
+}
+
+// writeErr says what a failed write means for its client.
+func writeErr(err error) error {
+	switch {
+	case errors.Is(err, coord.ErrLockLost), errors.Is(err, coord.ErrNotLocked):
+		return fmt.Errorf("%w: %v", ErrWriteFailed, err)
+	case errors.Is(err, kb.ErrOutcomeUnknown):
+		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	case errors.Is(err, kb.ErrStopped):
+		return fmt.Errorf("%w: %v", ErrNotServing, err)
+	}
+	return fmt.Errorf("%w: %v", ErrNotStored, err)
 }
 
 // enqueue submits changes in order; a clear goes in a submission of its own.
@@ -240,6 +278,9 @@ func (e *engine) follow(ctx context.Context) *warmCopy {
 }
 
 // loadAndFollow loads the model, then replays its changes until an error.
+// A revision counts only once all of its events applied: until then the
+// copy stays at the revision before, and a revision that cannot be replayed
+// marks the copy broken before anything can take it.
 func (w *warmCopy) loadAndFollow(ctx context.Context) error {
 	e := w.e
 	p, rev, err := e.load(ctx)
@@ -247,34 +288,44 @@ func (w *warmCopy) loadAndFollow(ctx context.Context) error {
 		return err
 	}
 	w.advance(p, rev, false)
-	var clearedAt int64
-	return kb.Follow(ctx, e.n.cli, e.n.cfg.Model, rev+1, func(ev kb.Event) error {
-		var ch processor.Changes
-		switch {
-		case ev.Progress:
-		case ev.Deleted:
-			// Records are deleted only by a clear-all: one per revision.
-			if ev.Revision != clearedAt {
-				clearedAt = ev.Revision
-				ch = processor.Changes{{Kind: processor.ClearAll}}
-			}
-		default:
-			c, ok, err := decodeRecord(ev.Record)
-			if err != nil {
-				return err
-			}
-			if ok {
-				ch = processor.Changes{c}
-			}
+	return kb.Follow(ctx, e.n.cli, e.n.cfg.Model, rev+1, func(rev int64, evs []kb.Event) error {
+		if err := replayRevision(p, evs); err != nil {
+			w.mu.Lock()
+			w.broken = true
+			w.mu.Unlock()
+			return err // e.g. out of learn order: load again
 		}
-		if len(ch) > 0 {
-			if err := p.Replay(ch); err != nil {
-				return err // e.g. out of learn order: load again
-			}
-		}
-		w.advance(p, ev.Revision, true)
+		w.advance(p, rev, true)
 		return nil
 	})
+}
+
+// replayRevision applies the events of one revision to p: decoded first,
+// then replayed together. Records are deleted only by a clear-all, so the
+// deletes of a revision are one ClearAll.
+func replayRevision(p *processor.Processor, evs []kb.Event) error {
+	var ch processor.Changes
+	cleared := false
+	for _, ev := range evs {
+		if ev.Deleted {
+			if !cleared {
+				cleared = true
+				ch = append(ch, processor.Change{Kind: processor.ClearAll})
+			}
+			continue
+		}
+		c, ok, err := decodeRecord(ev.Record)
+		if err != nil {
+			return err
+		}
+		if ok {
+			ch = append(ch, c)
+		}
+	}
+	if len(ch) == 0 {
+		return nil
+	}
+	return p.Replay(ch)
 }
 
 // advance records that p holds every change up to rev.
@@ -350,11 +401,63 @@ func decodeRecord(r kb.Record) (processor.Change, bool, error) {
 	return processor.Change{}, false, nil
 }
 
-// load reads the whole model at one revision and builds a processor from it.
+// loadProgress says how far the model loads in progress are, for /readyz.
+type loadProgress struct {
+	mu      sync.Mutex
+	running map[*loadState]bool
+}
+
+type loadState struct {
+	start   time.Time
+	records int64
+	phase   string
+}
+
+func (lp *loadProgress) begin() *loadState {
+	st := &loadState{start: time.Now(), phase: "reading"}
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.running == nil {
+		lp.running = map[*loadState]bool{}
+	}
+	lp.running[st] = true
+	return st
+}
+
+func (lp *loadProgress) set(st *loadState, phase string, records int64) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	st.phase, st.records = phase, records
+}
+
+func (lp *loadProgress) end(st *loadState) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	delete(lp.running, st)
+}
+
+// String describes the loads in progress ("" when none runs).
+func (lp *loadProgress) String() string {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	var parts []string
+	for st := range lp.running {
+		parts = append(parts, fmt.Sprintf("%s %d records for %.1fs", st.phase, st.records, time.Since(st.start).Seconds()))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+// load streams the whole model at one revision, decoding records as they
+// arrive, and builds a processor from them. Records arrive in key (hash)
+// order and the processor is built in learn order, so the build follows the
+// read.
 func (e *engine) load(ctx context.Context) (*processor.Processor, int64, error) {
 	var pats []processor.PatternRecord
 	var vecs []processor.VectorRecord
-	rev, err := kb.Load(ctx, e.n.cli, e.lg, e.n.cfg.Model, func(r kb.Record) error {
+	st := e.progress.begin()
+	defer e.progress.end(st)
+	rev, err := kb.Load(ctx, e.n.cli.KV, e.lg, e.n.cfg.Model, func(r kb.Record) error {
 		c, ok, err := decodeRecord(r)
 		switch {
 		case err != nil:
@@ -366,10 +469,11 @@ func (e *engine) load(ctx context.Context) (*processor.Processor, int64, error) 
 			vecs = append(vecs, c.Vector)
 		}
 		return nil
-	})
+	}, func(n int64) { e.progress.set(st, "reading model "+e.n.cfg.Model+":", n) })
 	if err != nil {
 		return nil, 0, err
 	}
+	e.progress.set(st, "building the processor from", int64(len(pats)+len(vecs)))
 	e.mu.RLock()
 	genes, name := e.genes, e.name
 	e.mu.RUnlock()
@@ -381,14 +485,17 @@ func (e *engine) load(ctx context.Context) (*processor.Processor, int64, error) 
 }
 
 // activate takes the warm copy once it has caught up with etcd (or loads the
-// model when it cannot) and starts the committer fenced by lock.
+// model when it cannot, or warm is nil) and starts the committer fenced by
+// lock.
 func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warmCopy, fence coord.Fence) error {
 	start := time.Now()
 	// Every write of the previous holder precedes our lock: the revision of
 	// any read now covers them all.
 	resp, err := e.n.cli.Get(ctx, coord.ModelPrefix(e.n.cfg.Model)+kb.MetaKey)
 	if err != nil {
-		warm.stop()
+		if warm != nil {
+			warm.stop()
+		}
 		return fmt.Errorf("node: sync model %s: %w", e.n.cfg.Model, err)
 	}
 	how := "warm copy"
@@ -402,13 +509,17 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 		// full load is as quick as waiting for the copy's progress.
 		wait = 0
 	}
-	p := warm.take(ctx, resp.Header.Revision, metaRev, wait)
+	var p *processor.Processor
+	if warm != nil {
+		p = warm.take(ctx, resp.Header.Revision, metaRev, wait)
+	}
 	if p == nil {
 		how = "full load"
 		if p, _, err = e.load(ctx); err != nil {
 			return err
 		}
 	}
+	p.SetMaxRecordBytes(kb.MaxRecordBytes)
 	m := e.n.m
 	meta := modelMeta{V: coord.SchemaVersion, Model: e.n.cfg.Model, Writer: e.n.cfg.ID, Host: e.n.cfg.AdvertiseHost, Fence: fence.Rev}
 	com := kb.NewCommitter(e.n.cfg.Model, lock.Txn, e.lg, func(n int, took time.Duration) {
@@ -417,7 +528,13 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 	}, kb.WithMeta(meta.encode))
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
-	go func() { defer close(done); com.Run(cctx) }()
+	failCh, failOnce := make(chan struct{}), &sync.Once{}
+	go func() {
+		defer close(done)
+		if err := com.Run(cctx); err != nil && cctx.Err() == nil {
+			failOnce.Do(func() { close(failCh) })
+		}
+	}()
 	sessions, err := e.openSessions(ctx, lock, p)
 	if err != nil {
 		cancel()
@@ -428,7 +545,7 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 	e.mu.Lock()
 	e.proc, e.committer, e.stopCommit, e.commitDone = p, com, cancel, done
 	e.sessions = sessions
-	e.failCh, e.failOnce = make(chan struct{}), &sync.Once{}
+	e.failCh, e.failOnce = failCh, failOnce
 	e.mu.Unlock()
 	st := p.Stats()
 	m.Patterns.Set(float64(st.Models))

@@ -373,17 +373,7 @@ func (n *Node) standbyAndRun(ctx context.Context, s *coord.Session, reg *coord.R
 		n.setReady(true)
 		n.setStatus(ctx, reg, rec, coord.StatusRunning)
 
-		var why error
-		select {
-		case <-n.stopCh:
-			why = errStop
-		case <-s.Done():
-			why = s.Err()
-		case <-lock.Lost():
-			why = lock.Err()
-		case <-n.engine.failed():
-			why = errors.New("a fenced model write failed")
-		}
+		why := n.serve(ctx, s, lock, fence)
 		n.setReady(false)
 		n.m.LockHeld.Set(0)
 		if errors.Is(why, errStop) {
@@ -398,6 +388,35 @@ func (n *Node) standbyAndRun(ctx context.Context, s *coord.Session, reg *coord.R
 		if err := n.release(ctx, s, lock); err != nil {
 			return err
 		}
+	}
+}
+
+// serve runs while the node holds the lock and returns why it stops. A model
+// write that failed for any reason but the lock (etcd refused it, its outcome
+// is unknown) costs no lock: the node reloads the model from etcd under the
+// same lock, then serves writes again (PROCESSOR.md D14).
+func (n *Node) serve(ctx context.Context, s *coord.Session, lock *coord.ModelLock, fence coord.Fence) error {
+	for {
+		select {
+		case <-n.stopCh:
+			return errStop
+		case <-s.Done():
+			return s.Err()
+		case <-lock.Lost():
+			return lock.Err()
+		case <-n.engine.failed():
+		}
+		// A write that failed on the fence ended the hold before it returned.
+		if err := lock.Err(); err != nil {
+			return err
+		}
+		n.lg.Warn("a model write failed; reloading the model under the same lock", zap.String("model", n.cfg.Model))
+		n.setReady(false)
+		n.engine.deactivate()
+		if err := n.engine.activate(ctx, lock, nil, fence); err != nil {
+			return fmt.Errorf("reload after a failed write: %w", err)
+		}
+		n.setReady(true)
 	}
 }
 

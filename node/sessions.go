@@ -16,6 +16,7 @@ import (
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/metrics"
 	"github.com/kato-coord/kato/node/api"
+	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
 )
 
@@ -255,7 +256,12 @@ func (t *sessionTable) persist(ctx context.Context, ls *liveSession) error {
 	if err != nil {
 		return fmt.Errorf("node: session %s: %w", ls.sid, err)
 	}
-	w := &sessionWrite{op: clientv3.OpPut(coord.SessionKey(t.model, ls.sid), string(b), clientv3.WithLease(ls.lease)), done: make(chan error, 1)}
+	key := coord.SessionKey(t.model, ls.sid)
+	if n := len(key) + len(b); n > kb.MaxRecordBytes {
+		return fmt.Errorf("%w: session %s would be stored as a record of %d bytes; one record holds at most %d (clear its STM, or learn)",
+			processor.ErrTooLarge, ls.sid, n, kb.MaxRecordBytes)
+	}
+	w := &sessionWrite{op: clientv3.OpPut(key, string(b), clientv3.WithLease(ls.lease)), size: len(key) + len(b), done: make(chan error, 1)}
 	select {
 	case t.writes <- w:
 	case <-t.done:
@@ -274,11 +280,12 @@ func (t *sessionTable) persist(ctx context.Context, ls *liveSession) error {
 // sessionWrite is one session record waiting to be written.
 type sessionWrite struct {
 	op   clientv3.Op
+	size int
 	done chan error
 }
 
 // maxSessionBatch bounds the puts of one transaction (etcd's default
-// --max-txn-ops is 128).
+// --max-txn-ops is 128); their bytes are bounded by kb.MaxRecordBytes.
 const maxSessionBatch = 100
 
 // commitLoop writes queued session records until ctx ends: whatever queued
@@ -286,19 +293,29 @@ const maxSessionBatch = 100
 // that etcd refuses because a lease is gone (a session expired meanwhile)
 // is written again one put at a time, so only that session's write fails.
 func (t *sessionTable) commitLoop(ctx context.Context) {
+	var carry *sessionWrite // received, but did not fit the last batch
 	for {
 		var batch []*sessionWrite
-		select {
-		case w := <-t.writes:
-			batch = append(batch, w)
-		case <-ctx.Done():
-			return
+		size := 0
+		if carry != nil {
+			batch, size, carry = append(batch, carry), carry.size, nil
+		} else {
+			select {
+			case w := <-t.writes:
+				batch, size = append(batch, w), w.size
+			case <-ctx.Done():
+				return
+			}
 		}
 	more:
 		for len(batch) < maxSessionBatch {
 			select {
 			case w := <-t.writes:
-				batch = append(batch, w)
+				if size+w.size > kb.MaxRecordBytes {
+					carry = w
+					break more
+				}
+				batch, size = append(batch, w), size+w.size
 			default:
 				break more
 			}
@@ -419,6 +436,7 @@ func (t *sessionTable) write(ctx context.Context, sid string, fn func(*processor
 		return err
 	}
 	defer ls.mu.Unlock()
+	prev := ls.ps.State()
 	var ferr error
 	err = t.e.write(ctx, func(p *processor.Processor) (processor.Changes, error) {
 		if p != t.p {
@@ -428,10 +446,15 @@ func (t *sessionTable) write(ctx context.Context, sid string, fn func(*processor
 		ferr = err
 		return ch, nil
 	})
-	if err != nil {
-		return err
+	if err == nil {
+		err = t.persist(ctx, ls)
 	}
-	if err := t.persist(ctx, ls); err != nil {
+	if err != nil {
+		// Not stored: the session goes back to what etcd holds, so that
+		// the next call, and the next holder, see the same session.
+		if back, rerr := t.p.RestoreSession(prev); rerr == nil {
+			ls.ps = back
+		}
 		return err
 	}
 	return ferr
@@ -540,9 +563,5 @@ func (s sessionsAPI) Write(ctx context.Context, sid string, fn func(*processor.S
 	if err != nil {
 		return err
 	}
-	err = t.write(ctx, sid, fn)
-	if errors.Is(err, ErrNotServing) || errors.Is(err, ErrWriteFailed) {
-		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
-	}
-	return err
+	return apiWriteErr(t.write(ctx, sid, fn))
 }

@@ -356,7 +356,7 @@ func modelsExport(c *cli.Context, e env, model string) error {
 		n.add(kind)
 		prog.at(n.total())
 		return nil
-	})
+	}, nil)
 	if ferr := out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write standard output: %w", ferr)
 	}

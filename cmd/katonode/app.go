@@ -46,6 +46,12 @@ func runCommand() *cli.Command {
 			EnvVars: []string{"KATO_ETCD_LISTEN_CLIENT"}, Usage: "client address of the embedded etcd; other processes use it as --endpoints"},
 		&cli.StringFlag{Name: "etcd-listen-peer", Category: catEmbedded, Value: "127.0.0.1:2380",
 			EnvVars: []string{"KATO_ETCD_LISTEN_PEER"}, Usage: "peer address of the embedded etcd"},
+		&cli.StringFlag{Name: "etcd-auto-compaction-retention", Category: catEmbedded, Value: coord.DefaultAutoCompactionRetention,
+			EnvVars: []string{"KATO_ETCD_AUTO_COMPACTION_RETENTION"},
+			Usage:   "history the embedded etcd keeps: a duration (1h) or a number of revisions (10000); 0 turns compaction off"},
+		&cli.Int64Flag{Name: "etcd-quota-backend-bytes", Category: catEmbedded, Value: coord.DefaultQuotaBackendBytes,
+			EnvVars: []string{"KATO_ETCD_QUOTA_BACKEND_BYTES"},
+			Usage:   "database size at which the embedded etcd raises the NOSPACE alarm and takes no more writes (README: defragment)"},
 	)
 	flags = append(flags, cliutil.EtcdFlags()...)
 	flags = append(flags, cliutil.LogFlags("info")...)
@@ -83,6 +89,9 @@ func runAction(c *cli.Context) error {
 			DataDir:    c.String("etcd-data-dir"),
 			ClientAddr: c.String("etcd-listen-client"),
 			PeerAddr:   c.String("etcd-listen-peer"),
+
+			AutoCompactionRetention: c.String("etcd-auto-compaction-retention"),
+			QuotaBackendBytes:       c.Int64("etcd-quota-backend-bytes"),
 		}, lg)
 		if err != nil {
 			return err

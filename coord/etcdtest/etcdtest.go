@@ -55,6 +55,19 @@ type Cluster struct {
 
 type options struct {
 	autoCompactionRev string // "" = off
+	maxRequestBytes   uint   // 0 = etcd's default (1.5 MiB)
+	quotaBytes        int64  // 0 = etcd's default (2 GiB)
+}
+
+// WithMaxRequestBytes sets every member's --max-request-bytes, the largest
+// request (a transaction included) it accepts.
+func WithMaxRequestBytes(n uint) Option {
+	return func(o *options) { o.maxRequestBytes = n }
+}
+
+// WithQuota sets every member's --quota-backend-bytes.
+func WithQuota(n int64) Option {
+	return func(o *options) { o.quotaBytes = n }
 }
 
 // Option changes how members are started.
@@ -173,6 +186,12 @@ func (c *Cluster) launch(m *Member, state string) error {
 	if c.opts.autoCompactionRev != "" {
 		cfg.AutoCompactionMode = embed.CompactorModeRevision
 		cfg.AutoCompactionRetention = c.opts.autoCompactionRev
+	}
+	if c.opts.maxRequestBytes > 0 {
+		cfg.MaxRequestBytes = c.opts.maxRequestBytes
+	}
+	if c.opts.quotaBytes > 0 {
+		cfg.QuotaBackendBytes = c.opts.quotaBytes
 	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(c.lg.Named(m.Name))
 	e, err := embed.StartEtcd(cfg)

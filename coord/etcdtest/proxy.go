@@ -67,6 +67,17 @@ func (p *Proxy) gate() <-chan struct{} {
 	return p.open
 }
 
+// Reset closes every connection through the proxy (what was held back is
+// lost); clients connect again, through the gate, as after a network error.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
 // Close stops the proxy and closes every connection through it.
 func (p *Proxy) Close() {
 	p.ln.Close()

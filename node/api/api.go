@@ -34,6 +34,9 @@ var (
 	ErrNoHolder = errors.New("api: no node holds this model now")
 	// ErrUnavailable: this node cannot serve the model right now (503).
 	ErrUnavailable = errors.New("api: not available")
+	// ErrOutcomeUnknown: a change was sent to etcd but whether it was stored
+	// is not known (503 OUTCOME_UNKNOWN).
+	ErrOutcomeUnknown = errors.New("api: outcome unknown")
 )
 
 // ForwardedHeader marks a request forwarded by another node; a node never
@@ -56,6 +59,9 @@ type Backend interface {
 	ID() string
 	// Ready reports whether the node is registered and holds its model lock.
 	Ready() bool
+	// Loading describes model loads in progress ("" when none runs), for
+	// the body of /readyz.
+	Loading() string
 	// Route resolves the {id} of a path (an instance id or a model name).
 	Route(name string) (Route, error)
 	// Read gives the processor for a call that stores nothing; done must be
@@ -183,7 +189,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) string {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		} else {
 			w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
-			h.fail(w, http.StatusServiceUnavailable, "NOT_READY", "not registered or not holding the model lock")
+			msg := "not registered or not holding the model lock"
+			if l := h.b.Loading(); l != "" {
+				msg += "; " + l
+			}
+			h.fail(w, http.StatusServiceUnavailable, "NOT_READY", msg)
 		}
 		return "readyz"
 	case "/metrics":
@@ -345,6 +355,11 @@ func (h *handler) failErr(w http.ResponseWriter, err error) {
 		h.fail(w, http.StatusBadRequest, processor.ErrorCode(err), err.Error())
 	case errors.Is(err, processor.ErrNotFound):
 		h.fail(w, http.StatusNotFound, processor.ErrorCode(err), err.Error())
+	case errors.Is(err, processor.ErrTooLarge):
+		h.fail(w, http.StatusRequestEntityTooLarge, processor.ErrorCode(err), err.Error())
+	case errors.Is(err, ErrOutcomeUnknown):
+		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
+		h.fail(w, http.StatusServiceUnavailable, "OUTCOME_UNKNOWN", err.Error())
 	case errors.Is(err, ErrUnavailable):
 		w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
 		h.fail(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())

@@ -170,7 +170,10 @@ func (h *handler) learn(id, _ string) http.HandlerFunc {
 		m := h.b.Metrics()
 		err := h.b.Write(r.Context(), func(p *processor.Processor) (processor.Changes, error) {
 			var ch processor.Changes
-			name, ch = p.Learn()
+			var err error
+			if name, ch, err = p.TryLearn(); err != nil {
+				return nil, err
+			}
 			m.Patterns.Set(float64(p.Stats().Models))
 			m.STMLength.Set(0)
 			return ch, nil

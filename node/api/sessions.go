@@ -311,8 +311,9 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 					return nil, fmt.Errorf("%w: the session's STM is empty; observe first", ErrBadSession)
 				}
 				var ch processor.Changes
-				name, ch = s.Learn()
-				return ch, nil
+				var err error
+				name, ch, err = s.Learn()
+				return ch, err
 			}, func() { ok(w, map[string]string{"status": "learned", "pattern_name": name, "session_id": sid}) })
 		}, "session_learn"
 	case key{http.MethodGet, "predictions"}:
@@ -389,16 +390,22 @@ func (h *handler) observeSequence(ss Sessions, sid string) http.HandlerFunc {
 					learned = append(learned, res.AutoLearnedModel)
 				}
 				if req.LearnAfterEach {
-					name, ch := s.Learn()
+					name, ch, err := s.Learn()
 					all = append(all, ch...)
+					if err != nil {
+						return all, fmt.Errorf("learn after observation %d: %w", i, err)
+					}
 					if name != "" {
 						learned = append(learned, name)
 					}
 				}
 			}
 			if req.LearnAtEnd {
-				name, ch := s.Learn()
+				name, ch, err := s.Learn()
 				all = append(all, ch...)
+				if err != nil {
+					return all, fmt.Errorf("learn at the end: %w", err)
+				}
 				if name != "" {
 					learned = append(learned, name)
 				}

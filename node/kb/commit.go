@@ -7,18 +7,27 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 )
 
-// Limits of one group-committed transaction, below etcd's defaults
-// (--max-txn-ops 128, --max-request-bytes 1.5 MiB).
+// Limits of one transaction, below etcd's defaults (--max-txn-ops 128,
+// --max-request-bytes 1.5 MiB).
 const (
 	maxTxnOps   = 120
 	maxTxnBytes = 1 << 20
 )
+
+// MaxRecordBytes is the largest record (key and value) a Committer writes:
+// one record always fits a transaction together with the meta key. A writer
+// bounds what it produces by it (processor.SetMaxRecordBytes) so that a
+// change too large is refused before it is made.
+const MaxRecordBytes = maxTxnBytes - 4<<10
 
 // Change is one write to a model: a record put, or (Clear) the deletion of
 // every record of the model. Keys are relative to models/<model>/.
@@ -35,9 +44,20 @@ type FenceFunc func(ctx context.Context) *coord.FencedTxn
 // out together in the next one. A caller's Submit returns only after the
 // transaction holding its changes was accepted by etcd (or failed).
 //
-// Changes are applied in submission order; within one transaction only the
-// last put of a key is sent (records are whole values, so the last wins). A
-// Clear is a transaction of its own.
+// One transaction is in flight at a time, so changes reach etcd in
+// submission order, across keys too (a pattern never lands before the vector
+// it uses). Within one transaction only the last put of a key is sent
+// (records are whole values, so the last wins). A Clear is a transaction of
+// its own. A submission larger than one transaction (more than 120 writes,
+// or more than 1 MiB) is split over consecutive fenced transactions, in its
+// own order: a reader between them sees its first records without the last
+// (a learn's new vectors without its pattern, which is a model state a learn
+// can leave too).
+//
+// The first failure ends the committer: the failed submission gets the
+// error (wrapping ErrOutcomeUnknown when etcd may hold it), everything queued
+// behind it gets ErrAborted, and Run returns it. The writer's memory then
+// holds changes etcd may not: it reloads the model before it writes again.
 type Committer struct {
 	model   string
 	prefix  string
@@ -84,9 +104,6 @@ func WithMeta(meta func() []byte) CommitterOption {
 	return func(c *Committer) { c.meta = meta }
 }
 
-// ErrStopped is returned by Submit after the committer's Run has returned.
-var ErrStopped = errors.New("kb: committer stopped")
-
 // Submit queues changes and waits until etcd has accepted them. Call it in the
 // order the changes were made (the order of Submit calls is the write order);
 // it may be called from many goroutines. ctx only bounds the wait: once
@@ -106,7 +123,9 @@ func (c *Committer) Submit(ctx context.Context, changes ...Change) error {
 
 // Enqueue queues changes without waiting; the channel yields the result. It
 // lets a caller fix the write order while holding its own lock and wait
-// after releasing it.
+// after releasing it. It refuses, queueing nothing, a clear mixed with puts,
+// a put without a key, a record above MaxRecordBytes (ErrTooLarge), and
+// anything after the committer stopped or failed.
 func (c *Committer) Enqueue(changes ...Change) (<-chan error, error) {
 	for _, ch := range changes {
 		if ch.Clear && len(changes) > 1 {
@@ -114,6 +133,9 @@ func (c *Committer) Enqueue(changes ...Change) (<-chan error, error) {
 		}
 		if !ch.Clear && ch.Put.Key == "" {
 			return nil, fmt.Errorf("kb: model %s: change without a key", c.model)
+		}
+		if n := len(ch.Put.Key) + len(ch.Put.Value); n > MaxRecordBytes {
+			return nil, fmt.Errorf("%w: model %s: record %s is %d bytes, at most %d fit", ErrTooLarge, c.model, ch.Put.Key, n, MaxRecordBytes)
 		}
 	}
 	r := &request{changes: changes, done: make(chan error, 1)}
@@ -131,180 +153,182 @@ func (c *Committer) Enqueue(changes ...Change) (<-chan error, error) {
 	return r.done, nil
 }
 
-// Run writes queued changes until ctx ends; then it waits for the
-// transactions in flight, fails what is still queued with ErrStopped and
-// returns.
-//
-// Up to maxInFlight transactions are in flight at once, as long as they touch
-// different keys: a batch whose keys overlap a transaction in flight (or any
-// batch while a Clear is in flight, or a Clear while anything is) waits, so
-// writes to one key, and everything around a Clear, reach etcd in submission
-// order. The meta key is the same in every transaction and does not count.
+// Run writes queued changes until ctx ends or a write fails. When ctx ends
+// it finishes the transaction in flight (cancelled: its submissions get
+// ErrOutcomeUnknown), fails what is still queued with ErrStopped and returns
+// ctx.Err(). When a write fails it returns that error (see Committer).
 func (c *Committer) Run(ctx context.Context) error {
-	defer c.stop()
-	done := make(chan *flight)
-	running := map[*flight]bool{}
-	defer func() {
-		for len(running) > 0 {
-			f := <-done
-			delete(running, f)
-		}
-	}()
 	for {
-		for len(running) < maxInFlight {
-			f := c.take(running)
-			if f == nil {
-				break
+		batch := c.take()
+		if batch == nil {
+			select {
+			case <-ctx.Done():
+				c.stop(ErrStopped)
+				return ctx.Err()
+			case <-c.wake:
 			}
-			running[f] = true
-			go func() {
-				err := c.write(ctx, f.batch)
-				for _, r := range f.batch {
-					r.done <- err
-				}
-				done <- f
-			}()
+			continue
 		}
-		select {
-		case <-ctx.Done():
+		err := c.write(ctx, batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+		switch {
+		case ctx.Err() != nil:
+			c.stop(ErrStopped)
 			return ctx.Err()
-		case <-c.wake:
-		case f := <-done:
-			delete(running, f)
+		case err != nil:
+			c.stop(fmt.Errorf("%w (%v)", ErrAborted, err))
+			return err
 		}
 	}
 }
 
-// maxInFlight bounds the transactions a Committer has in flight at once.
-const maxInFlight = 4
-
-// flight is one transaction in flight: its requests and the keys they write.
-type flight struct {
-	batch []*request
-	keys  map[string]bool
-	clear bool
-}
-
-func (f *flight) conflicts(keys map[string]bool, clear bool) bool {
-	if f.clear || clear {
-		return true
-	}
-	for k := range keys {
-		if f.keys[k] {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *Committer) stop() {
+// stop fails every queued submission, and every later Enqueue, with err.
+func (c *Committer) stop(err error) {
 	c.mu.Lock()
-	c.stopped = ErrStopped
+	c.stopped = err
 	q := c.queue
 	c.queue = nil
 	c.mu.Unlock()
 	for _, r := range q {
-		r.done <- ErrStopped
+		r.done <- err
 	}
+}
+
+// cost is what a submission adds to a transaction.
+func (r *request) cost() (ops, size int, clear bool) {
+	for _, ch := range r.changes {
+		ops++
+		size += len(ch.Put.Key) + len(ch.Put.Value)
+		clear = clear || ch.Clear
+	}
+	return ops, size, clear
 }
 
 // take removes the next batch from the head of the queue: consecutive
-// requests that fit one transaction together and touch no key of a
-// transaction in flight. A request with a Clear goes alone. It returns nil
-// when the head of the queue must wait (or the queue is empty).
-func (c *Committer) take(running map[*flight]bool) *flight {
+// submissions that fit one transaction together, or one submission alone (a
+// Clear, or one larger than a transaction). It returns nil for an empty
+// queue.
+func (c *Committer) take() []*request {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	f := &flight{keys: map[string]bool{}}
+	var batch []*request
 	ops, size := 0, 0
 	for len(c.queue) > 0 {
 		r := c.queue[0]
-		rops, rsize, clear := 0, 0, false
-		keys := map[string]bool{}
-		for _, ch := range r.changes {
-			rops++
-			rsize += len(ch.Put.Key) + len(ch.Put.Value)
-			clear = clear || ch.Clear
-			if !ch.Clear {
-				keys[ch.Put.Key] = true
-			}
-		}
-		if len(f.batch) > 0 && (clear || ops+rops > maxTxnOps || size+rsize > maxTxnBytes) {
+		rops, rsize, clear := r.cost()
+		if len(batch) > 0 && (clear || ops+rops > maxTxnOps || size+rsize > maxTxnBytes) {
 			break
 		}
-		blocked := false
-		for other := range running {
-			if other.conflicts(keys, clear) {
-				blocked = true
-				break
-			}
-		}
-		if blocked {
-			break // keep submission order: nothing behind it may pass
-		}
-		f.batch = append(f.batch, r)
+		batch = append(batch, r)
 		c.queue = c.queue[1:]
 		ops += rops
 		size += rsize
-		for k := range keys {
-			f.keys[k] = true
-		}
 		if clear {
-			f.clear = true
 			break
 		}
 	}
-	if len(f.batch) == 0 {
-		return nil
-	}
-	return f
+	return batch
 }
 
-// write sends one fenced transaction with the changes of batch.
+// write sends the changes of batch: one fenced transaction, or several in
+// order when one submission is larger than a transaction.
 func (c *Committer) write(ctx context.Context, batch []*request) error {
 	var ops []clientv3.Op
+	var sizes []int
 	index := map[string]int{} // key -> position in ops, so the last put wins
 	n := 0
 	for _, r := range batch {
 		for _, ch := range r.changes {
 			n++
 			if ch.Clear {
-				if c.meta == nil {
-					ops = append(ops, clientv3.OpDelete(c.prefix, clientv3.WithPrefix()))
-					continue
-				}
-				// Everything but the meta key, which this transaction rewrites.
-				metaKey := c.prefix + MetaKey
-				ops = append(ops, clientv3.OpDelete(c.prefix, clientv3.WithRange(metaKey)),
-					clientv3.OpDelete(metaKey+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(c.prefix))))
+				ops = append(ops, c.clearOps()...)
+				sizes = append(sizes, 0, 0)
 				continue
+			}
+			if c.meta != nil && ch.Put.Key == MetaKey {
+				continue // the committer's own meta wins
 			}
 			op := clientv3.OpPut(c.prefix+ch.Put.Key, string(ch.Put.Value))
 			if i, ok := index[ch.Put.Key]; ok {
 				ops[i] = op
+				sizes[i] = len(ch.Put.Key) + len(ch.Put.Value)
 				continue
 			}
 			index[ch.Put.Key] = len(ops)
 			ops = append(ops, op)
+			sizes = append(sizes, len(ch.Put.Key)+len(ch.Put.Value))
 		}
 	}
-	if c.meta != nil {
-		if i, ok := index[MetaKey]; ok {
-			ops = append(ops[:i], ops[i+1:]...) // the committer's own meta wins
+	parts := split(ops, sizes)
+	for i, part := range parts {
+		if c.meta != nil {
+			part = append(part, clientv3.OpPut(c.prefix+MetaKey, string(c.meta())))
 		}
-		ops = append(ops, clientv3.OpPut(c.prefix+MetaKey, string(c.meta())))
-	}
-	if len(ops) > maxTxnOps+2 {
-		return fmt.Errorf("kb: model %s: one change set of %d writes is more than a transaction holds (%d)", c.model, len(ops), maxTxnOps)
-	}
-	start := time.Now()
-	_, err := c.fenced(ctx).Then(ops...).Commit()
-	if err != nil {
-		c.lg.Warn("model write failed", zap.String("model", c.model), zap.Int("changes", n), zap.Error(err))
-		return err
-	}
-	if c.onBatch != nil {
-		c.onBatch(n, time.Since(start))
+		start := time.Now()
+		_, err := c.fenced(ctx).Then(part...).Commit()
+		if err != nil {
+			err = classify(ctx, err)
+			if i > 0 && !errors.Is(err, ErrOutcomeUnknown) {
+				err = fmt.Errorf("%w: %d of %d transactions of one change set committed: %w", ErrOutcomeUnknown, i, len(parts), err)
+			}
+			c.lg.Warn("model write failed", zap.String("model", c.model), zap.Int("changes", n), zap.Int("part", i+1), zap.Int("parts", len(parts)), zap.Error(err))
+			return err
+		}
+		if c.onBatch != nil {
+			c.onBatch(len(part), time.Since(start))
+		}
 	}
 	return nil
+}
+
+// clearOps deletes every record of the model; with WithMeta, all but the
+// meta key, which the transaction rewrites.
+func (c *Committer) clearOps() []clientv3.Op {
+	if c.meta == nil {
+		return []clientv3.Op{clientv3.OpDelete(c.prefix, clientv3.WithPrefix())}
+	}
+	metaKey := c.prefix + MetaKey
+	return []clientv3.Op{clientv3.OpDelete(c.prefix, clientv3.WithRange(metaKey)),
+		clientv3.OpDelete(metaKey+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(c.prefix)))}
+}
+
+// split cuts ops into consecutive parts of at most maxTxnOps operations and
+// maxTxnBytes bytes each (every single op fits: Enqueue checked it).
+func split(ops []clientv3.Op, sizes []int) [][]clientv3.Op {
+	var parts [][]clientv3.Op
+	from, size := 0, 0
+	for i := range ops {
+		if i > from && (i-from >= maxTxnOps || size+sizes[i] > maxTxnBytes) {
+			parts = append(parts, ops[from:i:i])
+			from, size = i, 0
+		}
+		size += sizes[i]
+	}
+	return append(parts, ops[from:len(ops):len(ops)])
+}
+
+// classify says what a failed transaction means for its changes: a lost
+// fence stays coord.ErrLockLost; errors etcd returns before it applies
+// anything (too large, too many operations, no space, a throttled proposal)
+// are returned as they are; anything else may have been applied and wraps
+// ErrOutcomeUnknown.
+func classify(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, coord.ErrLockLost), errors.Is(err, coord.ErrNotLocked), errors.Is(err, coord.ErrOutsideModel):
+		return err
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: cancelled in flight: %w", ErrOutcomeUnknown, err)
+	}
+	for _, known := range []error{rpctypes.ErrRequestTooLarge, rpctypes.ErrTooManyOps, rpctypes.ErrNoSpace,
+		rpctypes.ErrTooManyRequests} {
+		if errors.Is(err, known) {
+			return err
+		}
+	}
+	if status.Code(err) == codes.ResourceExhausted { // a message over gRPC's limit, either side
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 }

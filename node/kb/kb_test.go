@@ -11,6 +11,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -26,9 +28,9 @@ type fixture struct {
 	model string
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T, opts ...etcdtest.Option) *fixture {
 	t.Helper()
-	c := etcdtest.New(t)
+	c := etcdtest.New(t, opts...)
 	cli := c.Client(t)
 	coord.Namespace(cli, coord.DefaultPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -153,7 +155,9 @@ func TestWritesFailAfterLockLost(t *testing.T) {
 	}
 }
 
-func TestLoadPagesAtOneRevisionThenFollow(t *testing.T) {
+// Load streams the whole model at one revision, in key order, with
+// progress; Follow then delivers each later revision whole, in order.
+func TestLoadStreamsAtOneRevisionThenFollow(t *testing.T) {
 	f := setup(t)
 	const n = 2500
 	for i := 0; i < n; i += 100 {
@@ -166,12 +170,22 @@ func TestLoadPagesAtOneRevisionThenFollow(t *testing.T) {
 		}
 	}
 	var got []string
-	rev, err := kb.Load(f.ctx, f.cli, zaptest.NewLogger(t), f.model, func(r kb.Record) error {
+	var progress []int64
+	rev, err := kb.Load(f.ctx, f.cli.KV, zaptest.NewLogger(t), f.model, func(r kb.Record) error {
+		if len(got) == 0 {
+			// Writes during the load are not in it: it reads one revision.
+			if err := f.com.Submit(f.ctx, kb.Change{Put: kb.Record{Key: "patterns/00000-late", Value: []byte("x")}}); err != nil {
+				return err
+			}
+		}
 		got = append(got, r.Key)
 		return nil
-	})
+	}, func(n int64) { progress = append(progress, n) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(progress) < 2 || progress[len(progress)-1] != n {
+		t.Errorf("progress %v, want several chunks ending at %d", progress, n)
 	}
 	if len(got) != n || got[0] != "patterns/00000" || got[n-1] != fmt.Sprintf("patterns/%05d", n-1) {
 		t.Fatalf("loaded %d records (%v ... )", len(got), got[:3])
@@ -189,25 +203,41 @@ func TestLoadPagesAtOneRevisionThenFollow(t *testing.T) {
 	if err := f.com.Submit(f.ctx, kb.Change{Clear: true}); err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan kb.Event, n+10)
+	type revision struct {
+		rev int64
+		evs []kb.Event
+	}
+	revs := make(chan revision, 10)
 	fctx, cancel := context.WithCancel(f.ctx)
 	defer cancel()
-	go kb.Follow(fctx, f.cli, f.model, rev+1, func(e kb.Event) error { events <- e; return nil })
-	first := <-events
-	if first.Key != "patterns/new" || first.Deleted {
-		t.Fatalf("first followed event %+v", first)
-	}
-	deleted := 0
-	for deleted < n+1 {
-		select {
-		case e := <-events:
-			if !e.Deleted {
-				t.Fatalf("unexpected put %s", e.Key)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- kb.Follow(fctx, f.cli, f.model, rev+1, func(r int64, evs []kb.Event) error {
+			if len(evs) > 0 {
+				revs <- revision{r, evs}
 			}
-			deleted++
+			return nil
+		})
+	}()
+	defer func() { cancel(); <-followed }()
+	next := func() revision {
+		select {
+		case r := <-revs:
+			return r
 		case <-time.After(10 * time.Second):
-			t.Fatalf("only %d deletes followed, want %d", deleted, n+1)
+			t.Fatal("no revision followed within 10 s")
 		}
+		return revision{}
+	}
+	if r := next(); len(r.evs) != 1 || r.evs[0].Key != "patterns/00000-late" {
+		t.Fatalf("first followed revision %+v", r)
+	}
+	if r := next(); len(r.evs) != 1 || r.evs[0].Key != "patterns/new" || r.evs[0].Deleted {
+		t.Fatalf("second followed revision %+v", r)
+	}
+	// The clear is one revision: every delete arrives in one call.
+	if r := next(); len(r.evs) != n+2 || !r.evs[0].Deleted || r.evs[0].ModRev != r.rev {
+		t.Fatalf("the clear arrived as %d events (want %d in one call)", len(r.evs), n+2)
 	}
 }
 
@@ -285,5 +315,40 @@ func TestPipelinedWritesKeepOrderPerKey(t *testing.T) {
 		}
 		prev = v
 		rev = r.Kvs[0].ModRevision - 1
+	}
+}
+
+// noStream is a KV of an etcd older than 3.7: it has no RangeStream.
+type noStream struct{ clientv3.KV }
+
+func (noStream) GetStream(context.Context, string, ...clientv3.OpOption) (clientv3.GetStreamChan, error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method RangeStream")
+}
+
+// Against an etcd without RangeStream, Load reads pages at one revision.
+func TestLoadWithoutRangeStreamReadsPages(t *testing.T) {
+	f := setup(t)
+	const n = 2500
+	for i := 0; i < n; i += 100 {
+		var chs []kb.Change
+		for j := i; j < i+100; j++ {
+			chs = append(chs, kb.Change{Put: kb.Record{Key: fmt.Sprintf("patterns/%05d", j), Value: []byte("v")}})
+		}
+		if err := f.com.Submit(f.ctx, chs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	rev, err := kb.Load(f.ctx, noStream{f.cli.KV}, zaptest.NewLogger(t), f.model, func(r kb.Record) error {
+		if got == 0 {
+			if err := f.com.Submit(f.ctx, kb.Change{Put: kb.Record{Key: "patterns/99999-late", Value: []byte("x")}}); err != nil {
+				return err
+			}
+		}
+		got++
+		return nil
+	}, nil)
+	if err != nil || got != n || rev == 0 {
+		t.Fatalf("paged load: %d records at revision %d, %v; want %d", got, rev, err, n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
 )
@@ -16,49 +18,44 @@ import (
 // Record is one stored key of a model, relative to models/<model>/.
 type Record struct {
 	Key   string
-	Value []byte // nil for a keys-only load
+	Value []byte
 	// ModRev is the etcd revision of the record's last write (read side only).
 	ModRev int64
 }
 
-// pageSize is how many keys Load reads per request.
-const pageSize = 1000
-
-// Load reads every record of model at one revision, page by page, calling fn
-// for each in key order, and returns the revision read. It logs progress for
-// large models.
-func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error) (int64, error) {
-	return scan(ctx, kv, lg, model, false, fn)
-}
-
-// LoadKeys is Load without the values: keys and mod revisions only, to find
-// what changed since a copy was made.
-func LoadKeys(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error) (int64, error) {
-	return scan(ctx, kv, lg, model, true, fn)
-}
-
-func scan(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, keysOnly bool, fn func(Record) error) (int64, error) {
+// Load streams every record of model at one revision (etcd's RangeStream:
+// no page makes etcd count the rest of the range, so a load costs one pass
+// over the model), calling fn for each in key order as it arrives, and
+// returns the revision read. progress, if not nil, is told the number of
+// records read after every chunk; the log gets a line every 2 s for large
+// models. An etcd older than 3.7 has no RangeStream: then Load reads pages
+// of 1000 keys at one revision instead (each page makes etcd count the rest
+// of the range, so that costs O(n²/1000)) and logs a warning.
+func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error, progress func(records int64)) (int64, error) {
 	prefix := coord.ModelPrefix(model)
-	end := clientv3.GetPrefixRangeEnd(prefix)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := kv.GetStream(sctx, prefix, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)))
+	if status.Code(err) == codes.Unimplemented {
+		return loadPaged(ctx, kv, lg, model, fn, progress, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kb: load model %s: %w", model, err)
+	}
+	// Whatever ends the load, the stream's goroutines end once it is drained.
+	defer func() {
+		cancel()
+		for range stream {
+		}
+	}()
 	var rev, n int64
-	total := int64(-1)
 	start, lastLog := time.Now(), time.Now()
-	key := prefix
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
-		if keysOnly {
-			opts = append(opts, clientv3.WithKeysOnly())
-		}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := kv.Get(ctx, key, opts...)
-		if err != nil {
-			return 0, fmt.Errorf("kb: load model %s: %w", model, err)
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-			total = resp.Count
+	for resp := range stream {
+		if err := resp.Err(); err != nil {
+			if n == 0 && status.Code(err) == codes.Unimplemented {
+				return loadPaged(ctx, kv, lg, model, fn, progress, err)
+			}
+			return 0, fmt.Errorf("kb: load model %s after %d records: %w", model, n, err)
 		}
 		for _, item := range resp.Kvs {
 			if err := fn(Record{Key: string(item.Key[len(prefix):]), Value: item.Value, ModRev: item.ModRevision}); err != nil {
@@ -66,46 +63,86 @@ func scan(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, key
 			}
 		}
 		n += int64(len(resp.Kvs))
+		if resp.Header != nil {
+			rev = resp.Header.Revision
+		}
+		if progress != nil {
+			progress(n)
+		}
 		if time.Since(lastLog) > 2*time.Second {
 			lastLog = time.Now()
-			lg.Info("loading model", zap.String("model", model), zap.Int64("records", n), zap.Int64("of", total))
+			lg.Info("loading model", zap.String("model", model), zap.Int64("records", n), zap.Duration("for", time.Since(start)))
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			break
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	if n >= pageSize || time.Since(start) > time.Second {
-		lg.Info("model loaded", zap.String("model", model), zap.Int64("records", n), zap.Duration("took", time.Since(start)))
+	if rev == 0 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("kb: load model %s: the stream ended without its revision", model)
+	}
+	if n >= 1000 || time.Since(start) > time.Second {
+		lg.Info("model loaded", zap.String("model", model), zap.Int64("records", n), zap.Int64("revision", rev), zap.Duration("took", time.Since(start)))
 	}
 	return rev, nil
 }
 
+// loadPaged is Load for an etcd without RangeStream: pages of 1000 keys at
+// the revision of the first.
+func loadPaged(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error, progress func(int64), why error) (int64, error) {
+	lg.Warn("etcd cannot stream a range (RangeStream needs etcd 3.7); loading the model page by page, which is slow for large models",
+		zap.String("model", model), zap.Error(why))
+	prefix := coord.ModelPrefix(model)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key, rev, n := prefix, int64(0), int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := kv.Get(ctx, key, opts...)
+		if err != nil {
+			return 0, fmt.Errorf("kb: load model %s after %d records: %w", model, n, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision // later pages read at it
+		}
+		for _, item := range resp.Kvs {
+			if err := fn(Record{Key: string(item.Key[len(prefix):]), Value: item.Value, ModRev: item.ModRevision}); err != nil {
+				return 0, fmt.Errorf("kb: load model %s: record %s: %w", model, item.Key[len(prefix):], err)
+			}
+		}
+		n += int64(len(resp.Kvs))
+		if progress != nil {
+			progress(n)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
 // Event is a change of a followed model: a record put, or deleted (Value
-// nil). A Progress event carries no record: the follower has seen every
-// change up to Revision (etcd's progress notification, see RequestProgress).
+// nil).
 type Event struct {
 	Record
-	Deleted  bool
-	Progress bool
-	Revision int64
+	Deleted bool
 }
 
 // RequestProgress asks etcd to tell every Follow of this client how far it
-// is (a Progress event), so a caller can wait until a follower has seen a
-// revision.
+// is (a call with no events), so a caller can wait until a follower has seen
+// a revision.
 func RequestProgress(ctx context.Context, cli *clientv3.Client) error {
 	return cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 }
 
-// ErrCompacted is returned by Follow when the revision to follow from is gone:
-// the caller loads the model again.
-var ErrCompacted = errors.New("kb: model history compacted; reload")
-
-// Follow calls fn for every change of model from fromRev on, in revision
-// order, until ctx ends or fn fails. A broken watch resumes after the last
-// event; a compacted history returns ErrCompacted.
-func Follow(ctx context.Context, cli *clientv3.Client, model string, fromRev int64, fn func(Event) error) error {
+// Follow calls fn with every revision that changed model from fromRev on,
+// in order, with all the events of that revision (one transaction) at once,
+// until ctx ends or fn fails. A call with no events is a progress
+// notification: every change up to rev was delivered. A broken watch
+// resumes after the last revision delivered; a compacted history returns
+// ErrCompacted (load again, then follow from the load's revision + 1).
+func Follow(ctx context.Context, cli *clientv3.Client, model string, fromRev int64, fn func(rev int64, events []Event) error) error {
 	prefix := coord.ModelPrefix(model)
 	next := fromRev
 	for {
@@ -117,24 +154,32 @@ func Follow(ctx context.Context, cli *clientv3.Client, model string, fromRev int
 					return err
 				}
 				if resp.IsProgressNotify() {
-					if err := fn(Event{Progress: true, Revision: resp.Header.Revision}); err != nil {
+					if err := fn(resp.Header.Revision, nil); err != nil {
 						return &handlerError{err}
 					}
 					continue
 				}
-				for _, ev := range resp.Events {
-					e := Event{Record: Record{Key: string(ev.Kv.Key[len(prefix):]), Value: ev.Kv.Value, ModRev: ev.Kv.ModRevision},
-						Deleted: ev.Type == clientv3.EventTypeDelete, Revision: ev.Kv.ModRevision}
-					if e.Deleted {
-						e.Value = nil
+				// etcd sends a revision's events in one response.
+				evs := resp.Events
+				for len(evs) > 0 {
+					rev := evs[0].Kv.ModRevision
+					k := 1
+					for k < len(evs) && evs[k].Kv.ModRevision == rev {
+						k++
 					}
-					if err := fn(e); err != nil {
+					batch := make([]Event, k)
+					for i, ev := range evs[:k] {
+						batch[i] = Event{Record: Record{Key: string(ev.Kv.Key[len(prefix):]), ModRev: ev.Kv.ModRevision},
+							Deleted: ev.Type == clientv3.EventTypeDelete}
+						if !batch[i].Deleted {
+							batch[i].Value = ev.Kv.Value
+						}
+					}
+					if err := fn(rev, batch); err != nil {
 						return &handlerError{err}
 					}
-				}
-				// A revision's events arrive in one response: resume after it.
-				if n := len(resp.Events); n > 0 {
-					next = resp.Events[n-1].Kv.ModRevision + 1
+					next = rev + 1
+					evs = evs[k:]
 				}
 			}
 			return nil

@@ -15,6 +15,10 @@ var (
 	ErrNotFound = errors.New("processor: not found")
 	// ErrCorrupt marks stored records that cannot be loaded.
 	ErrCorrupt = errors.New("processor: corrupt stored record")
+	// ErrTooLarge marks a call refused because a record it would store is
+	// larger than the bound set with SetMaxRecordBytes; the call changed
+	// nothing (413).
+	ErrTooLarge = errors.New("processor: change too large to store")
 )
 
 // Specific errors; each wraps its category.
@@ -49,6 +53,8 @@ func ErrorCode(err error) string {
 		return "GENE_NOT_FOUND"
 	case errors.Is(err, ErrCorrupt):
 		return "CORRUPT_RECORD"
+	case errors.Is(err, ErrTooLarge):
+		return "CHANGE_TOO_LARGE"
 	case errors.Is(err, ErrInvalid):
 		return "BAD_REQUEST"
 	case errors.Is(err, ErrNotFound):

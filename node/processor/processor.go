@@ -24,6 +24,8 @@ type Processor struct {
 	// Working state of the instance (its default session), guarded by mu.
 	work
 	name string
+	// maxRecord bounds the records a learn may produce (SetMaxRecordBytes).
+	maxRecord int
 
 	// view is the immutable read side, replaced after every change, so
 	// readers never wait for a prediction in progress.
@@ -123,7 +125,10 @@ func (p *Processor) ObserveJSON(body []byte) (ObserveResult, Changes, error) {
 // the predictions when the observation carries strings or vectors, and
 // auto-learns (4.2). The returned Changes (from an auto-learn) must be made
 // durable before the client is answered. An invalid observation changes
-// nothing but time and returns an error wrapping ErrBadObservation.
+// nothing but time and returns an error wrapping ErrBadObservation. An
+// observation whose auto-learn would store a record above the bound of
+// SetMaxRecordBytes is refused with an error wrapping ErrTooLarge and
+// changes nothing, time included.
 func (p *Processor) Observe(obs Observation) (ObserveResult, Changes, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -37,38 +37,64 @@ func (w *work) snapshot(name string) *view {
 	}
 }
 
-// observe is Observe for w (3.2); call with p.mu held.
+// observe is Observe for w (3.2); call with p.mu held. An auto-learn that
+// would store a record above p's bound (SetMaxRecordBytes) refuses the
+// observation with ErrTooLarge before anything changes, time included.
 func (w *work) observe(p *Processor, obs Observation) (ObserveResult, Changes, error) {
-	w.time++
 	if err := obs.validate(); err != nil {
+		w.time++
 		return ObserveResult{}, nil, err
 	}
 	var vsyms []string
 	var percept deferredVector
 	if len(obs.Vectors) > 0 {
 		v, err := combineVectors(obs.Vectors)
-		if err != nil {
-			return ObserveResult{}, nil, err
+		if err == nil {
+			err = p.kb.vectors.checkDims(v)
 		}
-		if err := p.kb.vectors.checkDims(v); err != nil {
+		if err != nil {
+			w.time++
 			return ObserveResult{}, nil, err
 		}
 		percept = deferredVector{VectorName(v), v}
 		vsyms = p.kb.vectors.vectorSymbols(v, percept.name)
-		w.deferred = append(w.deferred, percept)
 	}
-	w.percept = newPercept(obs, p.name, p.id)
 	strs := slices.Clone(obs.Strings)
 	if w.cfg.Sort {
 		slices.Sort(strs)
 	}
-	if len(obs.Emotives) > 0 {
-		w.emoBuf = append(w.emoBuf, slices.Clone(obs.Emotives))
-		w.current = averageEmotives(w.emoBuf)
-	}
 	event := append(vsyms, strs...)
 	if event == nil {
 		event = []string{}
+	}
+	// An auto-learn this call would make must fit the record bound: check
+	// it before changing anything.
+	if l := w.cfg.MaxSequenceLength; l > 0 && p.maxRecord > 0 {
+		stm := w.stm[:len(w.stm):len(w.stm)]
+		if len(event) > 0 {
+			stm = append(stm, event)
+		}
+		if len(stm) >= l {
+			deferred, emo := w.deferred[:len(w.deferred):len(w.deferred)], w.emoBuf[:len(w.emoBuf):len(w.emoBuf)]
+			if len(obs.Vectors) > 0 {
+				deferred = append(deferred, percept)
+			}
+			if len(obs.Emotives) > 0 {
+				emo = append(emo, obs.Emotives)
+			}
+			if err := p.checkLearn(stm, deferred, emo, w.cfg.Persistence); err != nil {
+				return ObserveResult{}, nil, err
+			}
+		}
+	}
+	w.time++
+	if len(obs.Vectors) > 0 {
+		w.deferred = append(w.deferred, percept)
+	}
+	w.percept = newPercept(obs, p.name, p.id)
+	if len(obs.Emotives) > 0 {
+		w.emoBuf = append(w.emoBuf, slices.Clone(obs.Emotives))
+		w.current = averageEmotives(w.emoBuf)
 	}
 	w.last = event
 	if len(event) > 0 {
@@ -89,6 +115,15 @@ func (w *work) observe(p *Processor, obs Observation) (ObserveResult, Changes, e
 		}
 	}
 	return res, changes, nil
+}
+
+// tryLearn is learn under p's record bound.
+func (w *work) tryLearn(p *Processor) (string, Changes, error) {
+	if err := p.checkLearn(w.stm, w.deferred, w.emoBuf, w.cfg.Persistence); err != nil {
+		return "", nil, err
+	}
+	name, ch := w.learn(p)
+	return name, ch, nil
 }
 
 // learn is Learn for w (5.1); call with p.mu held.
@@ -179,12 +214,14 @@ func (s *Session) ObserveJSON(body []byte) (ObserveResult, Changes, error) {
 	return s.Observe(obs)
 }
 
-// Learn learns the session's STM into the shared knowledge base.
-func (s *Session) Learn() (string, Changes) {
+// Learn learns the session's STM into the shared knowledge base, under the
+// processor's record bound (as TryLearn): a learn that would store a larger
+// record returns an error wrapping ErrTooLarge and changes nothing.
+func (s *Session) Learn() (string, Changes, error) {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
 	defer s.publish()
-	return s.w.learn(s.p)
+	return s.w.tryLearn(s.p)
 }
 
 // ClearSTM is clear-working-memory for the session.

@@ -334,3 +334,21 @@ func TestSessionForwardingAndTakeOver(t *testing.T) {
 		t.Fatalf("after the take-over: %v", o)
 	}
 }
+
+// A session whose record would not fit one etcd record is refused with 413,
+// and the session stays as etcd holds it.
+func TestSessionRecordTooLarge(t *testing.T) {
+	etc := etcdtest.New(t)
+	n := startNode(t, etc, node.Config{ID: "a", Model: "m", Port: 0})
+	c := client{t, n.APIURL()}
+	sid := createSession(c, "m", "")
+	sessionObserve(c, sid, "small")
+	big := strings.Repeat("x", 2<<20)
+	wantError(c, "POST", "/sessions/"+sid+"/observe", `{"strings":["`+big+`"],"vectors":[],"emotives":{}}`, 413, "CHANGE_TOO_LARGE", "at most")
+	if got := c.ok("GET", "/sessions/"+sid+"/stm", ""); fmt.Sprint(got["stm"]) != "[[small]]" {
+		t.Fatalf("STM after a refused observe: %v", got["stm"])
+	}
+	if o := sessionObserve(c, sid, "next"); o["time"] != 2.0 {
+		t.Fatalf("time after a refused observe: %v", o)
+	}
+}

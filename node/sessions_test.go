@@ -221,12 +221,14 @@ func TestSessionExpiresAndSlides(t *testing.T) {
 	}
 	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
 
-	// Use busy for three TTLs; idle is left alone.
+	// Use busy for three TTLs; idle is only asked whether it exists, which
+	// does not extend its TTL.
 	start := time.Now()
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	for time.Since(start) < 6*time.Second {
 		sessionObserve(c, busy, "x")
+		c.ok("GET", "/sessions/"+idle+"/exists", "")
 		<-tick.C
 	}
 	waitFor(t, 20*time.Second, "expiry of the idle session", func() bool {

@@ -10,7 +10,8 @@
 //     cannot be reached.
 //   - A model lock (ModelLock) follows etcd's concurrency.Mutex key protocol
 //     and interoperates with it; waiters queue in order and each waits on its
-//     predecessor only. Every write to models/<model>/ goes through a
+//     predecessor only. Every write to models/<model>/ (and to the model's
+//     KATO 3 sessions, sessions/<model>/) goes through a
 //     FencedTxn whose If compares the lock key's create revision (the fence),
 //     so a holder that was paused or cut off past its lease cannot write
 //     after someone else took the lock (ErrLockLost).

@@ -97,12 +97,11 @@ func (t *FencedTxn) Commit() (*clientv3.TxnResponse, error) {
 	if !ok {
 		return nil, fmt.Errorf("coord: fence key %q is not a model lock key", t.fence.Key)
 	}
-	bound := ModelPrefix(model)
-	if err := checkFencedOps(bound, t.then); err != nil {
-		return nil, err
-	}
-	if err := checkFencedOps(bound, t.els); err != nil {
-		return nil, err
+	// A model's holder writes the model and its KATO 3 sessions.
+	for _, ops := range [][]clientv3.Op{t.then, t.els} {
+		if err := checkFencedOps(ops, ModelPrefix(model), SessionPrefix(model)); err != nil {
+			return nil, err
+		}
 	}
 	var fence []clientv3.Cmp
 	if fencingEnabled {
@@ -124,26 +123,29 @@ func (t *FencedTxn) Commit() (*clientv3.TxnResponse, error) {
 	return inner, nil
 }
 
-// checkFencedOps refuses puts and deletes outside the prefix bound, in nested
-// transactions too. Reads may go anywhere.
-func checkFencedOps(bound string, ops []clientv3.Op) error {
-	end := []byte(clientv3.GetPrefixRangeEnd(bound))
+// checkFencedOps refuses puts and deletes outside every one of the prefixes
+// bounds, in nested transactions too. Reads may go anywhere.
+func checkFencedOps(ops []clientv3.Op, bounds ...string) error {
 	for _, op := range ops {
 		switch {
 		case op.IsTxn():
 			_, thenOps, elseOps := op.Txn()
-			if err := checkFencedOps(bound, thenOps); err != nil {
+			if err := checkFencedOps(thenOps, bounds...); err != nil {
 				return err
 			}
-			if err := checkFencedOps(bound, elseOps); err != nil {
+			if err := checkFencedOps(elseOps, bounds...); err != nil {
 				return err
 			}
 		case op.IsPut() || op.IsDelete():
 			key, rangeEnd := op.KeyBytes(), op.RangeBytes()
-			inside := strings.HasPrefix(string(key), bound) &&
-				(len(rangeEnd) == 0 || bytes.Compare(rangeEnd, end) <= 0 && !bytes.Equal(rangeEnd, []byte{0}))
+			inside := false
+			for _, bound := range bounds {
+				end := []byte(clientv3.GetPrefixRangeEnd(bound))
+				inside = inside || strings.HasPrefix(string(key), bound) &&
+					(len(rangeEnd) == 0 || bytes.Compare(rangeEnd, end) <= 0 && !bytes.Equal(rangeEnd, []byte{0}))
+			}
 			if !inside {
-				return fmt.Errorf("%w: key %q (range end %q) is outside %s", ErrOutsideModel, key, rangeEnd, bound)
+				return fmt.Errorf("%w: key %q (range end %q) is outside %s", ErrOutsideModel, key, rangeEnd, strings.Join(bounds, " and "))
 			}
 		}
 	}

@@ -26,7 +26,7 @@ type backend struct{ n *Node }
 
 func (n *Node) handler() http.Handler {
 	return api.New(backend{n}, api.Options{Token: n.cfg.APIToken, MaxBodyBytes: n.cfg.MaxBodyBytes, Logger: n.lg,
-		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), Console: n.console,
+		RetryAfter: int((n.cfg.TTL + time.Second - 1) / time.Second), Console: n.console, Sessions: sessionsAPI{n},
 		ForwardTimeout: n.cfg.TTL, ForwardTLS: n.forwardTLS})
 }
 
@@ -95,7 +95,11 @@ func (b backend) Read() (*processor.Processor, func(), error) {
 }
 
 func (b backend) Write(ctx context.Context, fn func(*processor.Processor) (processor.Changes, error)) error {
-	err := b.n.engine.write(ctx, fn)
+	return apiWriteErr(b.n.engine.write(ctx, fn))
+}
+
+// apiWriteErr maps an error of engine.write to the API's errors.
+func apiWriteErr(err error) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrOutcomeUnknown):

@@ -61,6 +61,8 @@ type Config struct {
 	// node last, and a dead earlier run's hold on the id is taken over at
 	// once, since only this process can have started the etcd.
 	EmbeddedEtcd bool
+	// SessionTTLs bound the TTL of KATO 3 sessions (sessions.go).
+	SessionTTLs SessionTTLs
 }
 
 func (c *Config) applyDefaults() error {
@@ -127,7 +129,7 @@ func (c *Config) applyDefaults() error {
 	if c.Version == "" {
 		c.Version = "devel"
 	}
-	return nil
+	return c.SessionTTLs.applyDefaults()
 }
 
 // listen binds the asked port or, when it is taken, the next free one.

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/metrics"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
 )
@@ -63,10 +64,13 @@ type engine struct {
 	name       string
 	inflight   sync.WaitGroup
 	progress   loadProgress
+	sessions   *sessionTable // KATO 3 sessions while serving (sessions.go)
+	sm         *metrics.Sessions
 }
 
 func newEngine(n *Node) *engine {
-	return &engine{n: n, lg: n.lg.Named("engine"), genes: n.cfg.Genes, name: n.cfg.Name, failCh: make(chan struct{}), failOnce: &sync.Once{}}
+	return &engine{n: n, lg: n.lg.Named("engine"), genes: n.cfg.Genes, name: n.cfg.Name, failCh: make(chan struct{}), failOnce: &sync.Once{},
+		sm: metrics.NewSessions(n.reg)}
 }
 
 // genes returns the current genes as name → value, for the registry record.
@@ -531,9 +535,16 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 			failOnce.Do(func() { close(failCh) })
 		}
 	}()
+	sessions, err := e.openSessions(ctx, lock, p)
+	if err != nil {
+		cancel()
+		<-done
+		return err
+	}
 
 	e.mu.Lock()
 	e.proc, e.committer, e.stopCommit, e.commitDone = p, com, cancel, done
+	e.sessions = sessions
 	e.failCh, e.failOnce = failCh, failOnce
 	e.mu.Unlock()
 	st := p.Stats()
@@ -555,7 +566,12 @@ func (e *engine) deactivate() {
 	e.proc = nil
 	stop, done := e.stopCommit, e.commitDone
 	e.committer, e.stopCommit, e.commitDone = nil, nil, nil
+	sessions := e.sessions
+	e.sessions = nil
 	e.mu.Unlock()
+	if sessions != nil {
+		sessions.close()
+	}
 	if stop != nil {
 		stop()
 		<-done

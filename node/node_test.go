@@ -20,7 +20,7 @@ import (
 )
 
 // startNode runs a node in-process on a real etcd and waits until it serves.
-func startNode(t *testing.T, etc *etcdtest.Cluster, cfg node.Config) *node.Node {
+func startNode(t testing.TB, etc *etcdtest.Cluster, cfg node.Config) *node.Node {
 	t.Helper()
 	cli := etc.Client(t)
 	coord.Namespace(cli, coord.DefaultPrefix)

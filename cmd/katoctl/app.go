@@ -20,6 +20,7 @@ func newApp() *cli.App {
 	commands = append(commands, msgCommand())
 	commands = append(commands, lockCommands()...)
 	commands = append(commands, modelsCommand(), cleanupCommand())
+	commands = append(commands, sessionsCommand())
 	commands = append(commands, benchCommand())
 	commands = append(commands, cliutil.VersionCommand())
 	app := &cli.App{

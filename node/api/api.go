@@ -118,6 +118,9 @@ type Options struct {
 	// Console, when set, serves the web console below /ui/: the page without
 	// the token (it asks the user for it), /ui/api/ behind it.
 	Console http.Handler
+	// Sessions, when set, serves KATO 3 sessions below /sessions (a model
+	// named "sessions" is then reached by its instance id only).
+	Sessions Sessions
 }
 
 type handler struct {
@@ -238,6 +241,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) string {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kato"`)
 		h.fail(w, http.StatusUnauthorized, "UNAUTHORIZED", "missing or wrong bearer token")
 		return "unauthorized"
+	}
+	if path == "/sessions" || strings.HasPrefix(path, "/sessions/") {
+		return h.sessions(w, r)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		h.fail(w, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "only GET and POST are served")

@@ -20,6 +20,15 @@
 //	p.Predictions() p.WorkingMemory() p.PerceptData() p.CognitionData()
 //	p.Model(name) p.Gene(name) p.Genes() p.Config() p.Time() p.Stats()
 //
+// KATO 3 sessions: each Session has its own STM, time, emotive buffer,
+// predictions and genes, computed against the processor's one knowledge
+// base; the instance's own state above is its default session.
+//
+//	cfg, err := processor.ApplySessionConfig(p.Config(), configJSON) // KATO 3 keys
+//	s, err := p.NewSession(cfg)
+//	res, changes, err := s.ObserveJSON(body)  // s.Learn() s.ClearSTM() s.ClearAll() s.SetConfig(cfg)
+//	st := s.State()                           // to store; p2.RestoreSession(st) continues it
+//
 // Everything that answers the REST API marshals with encoding/json in KATO's
 // shape: Predictions (21 fields in the order of 7.8), Model, Cognition,
 // Percept, gene values. Floats are written as Python writes them (PyFloat,
@@ -51,7 +60,7 @@
 // ObserveJSON, Learn, ClearWorkingMemory, ClearAll, ChangeGenes, Replay) run
 // one at a time; an observe computes its predictions while it holds that
 // turn, so the next change waits for it, as KATO's order of events requires.
-// Reads never wait for a prediction in progress: Predictions, WorkingMemory,
+// Sessions' calls share that turn. Reads never wait for a prediction in progress: Predictions, WorkingMemory,
 // PerceptData, CognitionData, Gene, Genes, Config, Time and Name read an
 // immutable snapshot published after each change; Model, Patterns, Vectors,
 // Stats and SymbolStats read the knowledge base under a lock that only

@@ -43,7 +43,7 @@ func TestIndexedEqualsOracleLargeKB(t *testing.T) {
 					stm = append(stm, []string{"unknown"})
 				}
 				got := predictionsJSON(t, p.pr.predict(p.kb, stm, thr, maxPred))
-				want := predictionsJSON(t, oraclePredict(&Processor{kb: p.kb, cfg: Config{RecallThreshold: thr, MaxPredictions: maxPred}}, stm))
+				want := predictionsJSON(t, oraclePredict(&Processor{kb: p.kb, work: work{cfg: Config{RecallThreshold: thr, MaxPredictions: maxPred}}}, stm))
 				if got != want {
 					t.Fatalf("threshold %v, max %d, STM %q: indexed ≠ full scan", thr, maxPred, stm)
 				}
@@ -83,7 +83,7 @@ func TestSaturatedPosting(t *testing.T) {
 	}
 	for _, stm := range [][][]string{{{"x"}}, {{"x", "x", "y"}}} {
 		got := predictionsJSON(t, p.pr.predict(p.kb, stm, 0, 10))
-		want := predictionsJSON(t, oraclePredict(&Processor{kb: p.kb, cfg: Config{MaxPredictions: 10}}, stm))
+		want := predictionsJSON(t, oraclePredict(&Processor{kb: p.kb, work: work{cfg: Config{MaxPredictions: 10}}}, stm))
 		if got != want {
 			t.Fatalf("STM %q: indexed ≠ full scan", stm)
 		}

@@ -24,18 +24,15 @@ func (p *Processor) SetMaxRecordBytes(n int) {
 func (p *Processor) TryLearn() (string, Changes, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.checkLearn(p.stm, p.deferred, p.emoBuf); err != nil {
-		return "", nil, err
-	}
 	defer p.publish()
-	name, ch := p.learn()
-	return name, ch, nil
+	return p.tryLearn(p)
 }
 
 // checkLearn returns an ErrTooLarge error when a learn of seq, with the
-// vectors deferred and the emotives emoBuf, would produce a record larger
-// than the bound. It changes nothing; call it with mu held.
-func (p *Processor) checkLearn(seq [][]string, deferred []deferredVector, emoBuf [][]EmotiveValue) error {
+// vectors deferred, the emotives emoBuf and the emotive window persistence,
+// would produce a record larger than the bound. It changes nothing; call it
+// with mu held.
+func (p *Processor) checkLearn(seq [][]string, deferred []deferredVector, emoBuf [][]EmotiveValue, persistence int) error {
 	limit := p.maxRecord
 	if limit <= 0 {
 		return nil
@@ -68,8 +65,8 @@ func (p *Processor) checkLearn(seq [][]string, deferred []deferredVector, emoBuf
 	}
 	if avg := averageEmotives(emoBuf); len(avg) > 0 {
 		window = append(window[:len(window):len(window)], dropZeros(avg))
-		if len(window) > p.cfg.Persistence {
-			window = window[len(window)-p.cfg.Persistence:]
+		if len(window) > persistence {
+			window = window[len(window)-persistence:]
 		}
 	}
 	for _, e := range window {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -23,17 +22,9 @@ type Processor struct {
 	kb   *kb
 	pr   *predictor
 
-	// Working state, guarded by mu.
-	cfg      Config
-	name     string
-	time     int64
-	stm      [][]string
-	emoBuf   [][]EmotiveValue
-	current  Emotives
-	last     []string
-	percept  Percept
-	preds    []Prediction
-	deferred []deferredVector
+	// Working state of the instance (its default session), guarded by mu.
+	work
+	name string
 	// maxRecord bounds the records a learn may produce (SetMaxRecordBytes).
 	maxRecord int
 
@@ -85,7 +76,7 @@ func Load(cfg Config, id, name string, patterns []PatternRecord, vectors []Vecto
 	if err != nil {
 		return nil, err
 	}
-	p := &Processor{id: id, name: name, cfg: cfg, kb: k, pr: newPredictor()}
+	p := &Processor{id: id, name: name, work: work{cfg: cfg}, kb: k, pr: newPredictor()}
 	p.publish()
 	return p, nil
 }
@@ -104,18 +95,7 @@ func Open(ctx context.Context, cfg Config, id, name string, s Store) (*Processor
 }
 
 // publish replaces the read-side snapshot; call with mu held.
-func (p *Processor) publish() {
-	p.view.Store(&view{
-		cfg:     p.cfg,
-		name:    p.name,
-		time:    p.time,
-		stm:     p.stm[:len(p.stm):len(p.stm)],
-		preds:   p.preds,
-		percept: p.percept,
-		current: p.current,
-		last:    p.last,
-	})
-}
+func (p *Processor) publish() { p.view.Store(p.snapshot(p.name)) }
 
 // ID returns the instance id (the id and kb_id genes).
 func (p *Processor) ID() string { return p.id }
@@ -165,75 +145,7 @@ func (p *Processor) Observe(obs Observation) (ObserveResult, Changes, error) {
 		p.time++
 		return ObserveResult{}, nil, err
 	}
-	var vsyms []string
-	var percept deferredVector
-	if len(obs.Vectors) > 0 {
-		v, err := combineVectors(obs.Vectors)
-		if err == nil {
-			err = p.kb.vectors.checkDims(v)
-		}
-		if err != nil {
-			p.time++
-			return ObserveResult{}, nil, err
-		}
-		percept = deferredVector{VectorName(v), v}
-		vsyms = p.kb.vectors.vectorSymbols(v, percept.name)
-	}
-	strs := slices.Clone(obs.Strings)
-	if p.cfg.Sort {
-		slices.Sort(strs)
-	}
-	event := append(vsyms, strs...)
-	if event == nil {
-		event = []string{}
-	}
-	// An auto-learn this call would make must fit the record bound: check
-	// it before changing anything.
-	if l := p.cfg.MaxSequenceLength; l > 0 && p.maxRecord > 0 {
-		stm := p.stm[:len(p.stm):len(p.stm)]
-		if len(event) > 0 {
-			stm = append(stm, event)
-		}
-		if len(stm) >= l {
-			deferred, emo := p.deferred[:len(p.deferred):len(p.deferred)], p.emoBuf[:len(p.emoBuf):len(p.emoBuf)]
-			if len(obs.Vectors) > 0 {
-				deferred = append(deferred, percept)
-			}
-			if len(obs.Emotives) > 0 {
-				emo = append(emo, obs.Emotives)
-			}
-			if err := p.checkLearn(stm, deferred, emo); err != nil {
-				return ObserveResult{}, nil, err
-			}
-		}
-	}
-	p.time++
-	if len(obs.Vectors) > 0 {
-		p.deferred = append(p.deferred, percept)
-	}
-	p.percept = newPercept(obs, p.name, p.id)
-	if len(obs.Emotives) > 0 {
-		p.emoBuf = append(p.emoBuf, slices.Clone(obs.Emotives))
-		p.current = averageEmotives(p.emoBuf)
-	}
-	p.last = event
-	if len(event) > 0 {
-		p.stm = append(p.stm, event)
-	}
-	if len(obs.Strings) > 0 || len(obs.Vectors) > 0 {
-		p.preds = p.pr.predict(p.kb, p.stm, p.cfg.RecallThreshold, p.cfg.MaxPredictions)
-	}
-	res := ObserveResult{UniqueID: obs.UniqueID}
-	var changes Changes
-	if l := p.cfg.MaxSequenceLength; l > 0 && len(p.stm) >= l {
-		keep := p.stm[len(p.stm)-1]
-		n := len(p.stm)
-		res.AutoLearnedModel, changes = p.learn()
-		if n > 1 {
-			p.stm = [][]string{keep}
-		}
-	}
-	return res, changes, nil
+	return p.observe(p, obs)
 }
 
 // Learn learns the STM as a model (5.1) and returns "MODEL|<hash>", or ""
@@ -244,33 +156,7 @@ func (p *Processor) Learn() (string, Changes) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.publish()
-	return p.learn()
-}
-
-func (p *Processor) learn() (string, Changes) {
-	p.kbMu.Lock()
-	defer p.kbMu.Unlock()
-	var changes Changes
-	for _, d := range p.deferred {
-		if rec, ok := p.kb.storeVector(d.name, d.v); ok {
-			changes = append(changes, Change{Kind: PutVector, Vector: rec})
-		}
-	}
-	p.deferred = nil
-	seq := p.stm
-	p.stm = nil
-	length := 0
-	for _, ev := range seq {
-		length += len(ev)
-	}
-	if length <= 1 {
-		p.emoBuf = nil
-		return "", changes
-	}
-	rec := p.kb.learn(seq, averageEmotives(p.emoBuf), p.cfg.Persistence)
-	p.emoBuf = nil
-	changes = append(changes, Change{Kind: PutPattern, Pattern: rec})
-	return ModelPrefix + rec.Name, changes
+	return p.learn(p)
 }
 
 // ClearWorkingMemory empties the STM, the emotive buffer, the predictions,
@@ -281,11 +167,6 @@ func (p *Processor) ClearWorkingMemory() {
 	defer p.mu.Unlock()
 	p.clearWM()
 	p.publish()
-}
-
-func (p *Processor) clearWM() {
-	p.stm, p.emoBuf, p.preds, p.last = nil, nil, nil, nil
-	p.current, p.percept, p.deferred = nil, Percept{}, nil
 }
 
 // ClearAll clears the working memory, resets time and drops the knowledge
@@ -351,37 +232,17 @@ func (p *Processor) Time() int64 { return p.view.Load().time }
 
 // Predictions returns the prediction list of the last observe call that
 // carried strings or vectors (3.4). It is shared: do not modify it.
-func (p *Processor) Predictions() Predictions {
-	v := p.view.Load()
-	if v.preds == nil {
-		return Predictions{}
-	}
-	return v.preds
-}
+func (p *Processor) Predictions() Predictions { return p.view.Load().predictions() }
 
 // WorkingMemory returns the STM (events are shared: do not modify them).
-func (p *Processor) WorkingMemory() [][]string {
-	return append([][]string{}, p.view.Load().stm...)
-}
+func (p *Processor) WorkingMemory() [][]string { return p.view.Load().workingMemory() }
 
 // PerceptData returns the echo of the last observe request; the zero
 // Percept (JSON {}) after a clear or before any observe.
 func (p *Processor) PerceptData() Percept { return p.view.Load().percept }
 
 // CognitionData returns the cognition data (3.5).
-func (p *Processor) CognitionData() Cognition {
-	v := p.view.Load()
-	last := v.last
-	if last == nil {
-		last = []string{}
-	}
-	return Cognition{
-		Predictions:   v.preds,
-		Emotives:      v.current,
-		Symbols:       last,
-		WorkingMemory: append([][]string{}, v.stm...),
-	}
-}
+func (p *Processor) CognitionData() Cognition { return p.view.Load().cognition() }
 
 // Model returns a model by name, with or without "MODEL|". An unknown name
 // gives an error wrapping ErrUnknownModel.

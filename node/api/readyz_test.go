@@ -23,6 +23,7 @@ type loadingBackend struct {
 
 func (b loadingBackend) Ready() bool               { return false }
 func (b loadingBackend) Loading() string           { return b.loading }
+func (b loadingBackend) MailboxState() string      { return "receiving" }
 func (b loadingBackend) Metrics() *metrics.Metrics { return b.m }
 
 // While the model loads, /readyz says how far it is.

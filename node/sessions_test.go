@@ -119,7 +119,7 @@ func TestSessionRoutes(t *testing.T) {
 	wantError(c, "POST", "/sessions", `{"node_id":"m","ttl_seconds":5}`, 400, "BAD_SESSION_REQUEST", "out of range [60, 86400]")
 	wantError(c, "POST", "/sessions", `{"ttl_seconds":600}`, 400, "BAD_SESSION_REQUEST", "node_id")
 	wantError(c, "POST", "/sessions", `{"node_id":"nobody"}`, 404, "PROCESSOR_NOT_FOUND", "nobody")
-	wantError(c, "POST", "/sessions/"+sid+"/observe", `{"strings":[1]}`, 400, "INVALID_OBSERVATION", "vectors")
+	wantError(c, "POST", "/sessions/"+sid+"/observe", `{"strings":[1]}`, 400, "INVALID_OBSERVATION", "strings[0] must be a string")
 
 	// Clears.
 	sessionObserve(c, sid, "x")

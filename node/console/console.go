@@ -310,6 +310,7 @@ func (c *Console) publish(now time.Time) {
 			inboxes[i] = ib
 		}
 		c.b.set("messages", envelope{At: p.at, Self: c.cfg.Self, Data: messagesView{Inboxes: inboxes, More: p.inboxesMore, Error: p.inboxErr}})
+		c.b.set("sessions", envelope{At: p.at, Self: c.cfg.Self, Data: p.sessions})
 	}
 	if !p.etcdAt.IsZero() {
 		c.b.set("etcd", envelope{At: p.etcdAt, Self: c.cfg.Self, Data: p.etcd})
@@ -383,4 +384,4 @@ func (b *broadcast) since(sent map[string]uint64) ([]event, <-chan struct{}) {
 	return out, b.changed
 }
 
-var sectionNames = []string{"instances", "models", "messages", "etcd"}
+var sectionNames = []string{"instances", "models", "sessions", "messages", "etcd"}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -19,6 +20,8 @@ const (
 	maxLeaseReads  = 200   // instance leases asked for their TTL
 	maxModelReads  = 100   // models counted
 	maxInboxKeys   = 10000 // inbox keys listed
+	maxSessionKeys = 10000 // session keys listed (keys only)
+	maxSessionAges = 100   // models whose oldest/newest session records are read
 	sizeScanLimit  = 5000  // a model with more keys is not measured
 	sizeScanBudget = 20000 // keys read to measure sizes, per poll
 	requestTimeout = 2 * time.Second
@@ -35,6 +38,7 @@ type pollResult struct {
 	inboxes     []inboxView
 	inboxesMore bool
 	inboxErr    string
+	sessions    sessionsView
 	etcd        etcdView
 	etcdAt      time.Time
 }
@@ -197,6 +201,7 @@ func (c *Console) readOnce(ctx context.Context, slow bool) {
 	}
 
 	p.inboxes, p.inboxesMore, p.inboxErr = c.readInboxes(ctx)
+	p.sessions = c.readSessions(ctx, prev.sessions)
 	if slow || prev.etcdAt.IsZero() {
 		p.etcd, p.etcdAt = c.readEtcd(ctx), time.Now()
 	}
@@ -293,6 +298,112 @@ func (c *Console) readInboxes(ctx context.Context) ([]inboxView, bool, string) {
 		out[i] = v
 	}
 	return out, more, ""
+}
+
+type sessionsView struct {
+	Models []sessionModel `json:"models"`
+	// More is set when there were more keys than maxSessionKeys: the counts
+	// are of the keys read.
+	More  bool   `json:"more"`
+	Error string `json:"error,omitempty"`
+}
+
+// sessionModel is one model's KATO 3 sessions: how many, and when the
+// oldest and newest (by creation) were created.
+type sessionModel struct {
+	Model  string     `json:"model"`
+	Count  int        `json:"count"`
+	Oldest *time.Time `json:"oldest,omitempty"`
+	Newest *time.Time `json:"newest,omitempty"`
+
+	oldest, newest sessionKey
+}
+
+// sessionKey is a session's key and etcd create revision, and its record's
+// created_at once read.
+type sessionKey struct {
+	key string
+	rev int64
+	at  *time.Time
+}
+
+// readSessions counts the sessions of each model from one keys-only listing
+// of at most maxSessionKeys keys, and reads created_at from the records of
+// each model's first and last created session (by etcd create revision),
+// only when those changed since prev and for at most maxSessionAges models.
+func (c *Console) readSessions(ctx context.Context, prev sessionsView) sessionsView {
+	v := sessionsView{Models: []sessionModel{}}
+	all := coord.SessionsPrefix()
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	resp, err := c.cfg.Client.Get(rctx, all, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(maxSessionKeys))
+	if err != nil {
+		prev.Error = err.Error()
+		return prev
+	}
+	v.More = resp.More
+	byModel := map[string]*sessionModel{}
+	for _, kv := range resp.Kvs {
+		model, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), all), "/")
+		if !ok || model == "" {
+			continue // not a session key
+		}
+		m := byModel[model]
+		k := sessionKey{key: string(kv.Key), rev: kv.CreateRevision}
+		if m == nil {
+			m = &sessionModel{Model: model, oldest: k, newest: k}
+			byModel[model] = m
+		}
+		m.Count++
+		if k.rev < m.oldest.rev {
+			m.oldest = k
+		}
+		if k.rev > m.newest.rev {
+			m.newest = k
+		}
+	}
+	type keyRev struct {
+		key string
+		rev int64
+	}
+	known := map[keyRev]*time.Time{}
+	for _, m := range prev.Models {
+		known[keyRev{m.oldest.key, m.oldest.rev}] = m.oldest.at
+		known[keyRev{m.newest.key, m.newest.rev}] = m.newest.at
+	}
+	for _, m := range byModel {
+		v.Models = append(v.Models, *m)
+	}
+	sort.Slice(v.Models, func(i, j int) bool { return v.Models[i].Model < v.Models[j].Model })
+	reads := 0
+	for i := range v.Models {
+		m := &v.Models[i]
+		for _, k := range []*sessionKey{&m.oldest, &m.newest} {
+			if at := known[keyRev{k.key, k.rev}]; at != nil {
+				k.at = at
+				continue
+			}
+			if reads >= 2*maxSessionAges {
+				continue
+			}
+			reads++
+			r, err := c.cfg.Client.Get(rctx, k.key)
+			if err != nil {
+				v.Error = err.Error()
+				continue
+			}
+			if len(r.Kvs) == 1 {
+				var rec struct {
+					CreatedAt time.Time `json:"created_at"`
+				}
+				if json.Unmarshal(r.Kvs[0].Value, &rec) == nil && !rec.CreatedAt.IsZero() {
+					k.at = &rec.CreatedAt
+				}
+			}
+		}
+		m.Oldest, m.Newest = m.oldest.at, m.newest.at
+	}
+	return v
 }
 
 // readEtcd reads the members, each member's status and the alarms.

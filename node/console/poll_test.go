@@ -44,3 +44,32 @@ func TestPollIsBoundedWhenEtcdIsGone(t *testing.T) {
 		t.Fatalf("after a failed poll: %d models kept, etcd error %q", len(c.polled.models), c.polled.etcd.Error)
 	}
 }
+
+// Session keys are counted per model from their keys; a record that does not
+// decode leaves its creation time unknown, and a key that is not a session's
+// is not counted.
+func TestReadSessionsOfBadRecords(t *testing.T) {
+	etc := etcdtest.New(t)
+	cli := etc.Client(t)
+	coord.Namespace(cli, coord.DefaultPrefix)
+	ctx := context.Background()
+	for _, kv := range [][2]string{ // in order of creation
+		{coord.SessionKey("m", "m.1"), `{"created_at":"2026-01-02T03:04:05Z"}`},
+		{coord.SessionKey("m", "m.2"), `<not json>`},
+		{coord.SessionsPrefix() + "junk", `{}`},
+	} {
+		if _, err := cli.Put(ctx, kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := New(Config{Client: cli, Directory: fixedDirectory{}})
+	v := c.readSessions(ctx, sessionsView{})
+	if v.Error != "" || v.More || len(v.Models) != 1 {
+		t.Fatalf("sessions: %+v", v)
+	}
+	m := v.Models[0]
+	want := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if m.Model != "m" || m.Count != 2 || m.Oldest == nil || !m.Oldest.Equal(want) || m.Newest != nil {
+		t.Fatalf("model m: %+v", m)
+	}
+}

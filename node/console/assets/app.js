@@ -317,6 +317,23 @@
     setText($('inbox-note'), note);
   };
 
+  renderers.sessions = () => {
+    const s = state.sessions;
+    if (!s) return;
+    const now = serverNow(s);
+    const age = (t) => t ? dur(now - Date.parse(t)) + ' ago' : '—';
+    sync($('sessions'), s.data.models, (m) => m.model, [
+      { th: true, fill: (td, m) => setText(td, m.model) },
+      num((m) => m.count),
+      num((m) => age(m.oldest)),
+      num((m) => age(m.newest)),
+    ]);
+    let note = s.data.models.length ? '' : 'No KATO 3 sessions.';
+    if (s.data.more) note = 'Only the first keys were read: there are more sessions than counted.';
+    if (s.data.error) note = 'Cannot list the sessions: ' + s.data.error;
+    setText($('session-note'), note);
+  };
+
   renderers.etcd = () => {
     const s = state.etcd;
     if (!s) return;
@@ -339,7 +356,7 @@
   };
 
   // The ages and TTLs count on between events.
-  setInterval(() => { renderers.instances(); renderers.models(); renderers.messages(); if (state.etcd) renderers.etcd(); }, 1000);
+  setInterval(() => { renderers.instances(); renderers.models(); renderers.sessions(); renderers.messages(); if (state.etcd) renderers.etcd(); }, 1000);
 
   // --- actions -------------------------------------------------------------
   function confirmAction(message, ok) {

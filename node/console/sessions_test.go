@@ -43,6 +43,12 @@ func TestSessionsSection(t *testing.T) {
 	b, _ := runNode(t, etc, "b", "n")
 	s, _ := openStream(t, a.APIURL(), token)
 	waitFor(s, "sessions", 20*time.Second, func(v sessionsSection) bool { return len(v.Models) == 0 && v.Error == "" })
+	// Sessions are created by the model's holder: wait until both hold theirs.
+	waitFor(s, "instances", 20*time.Second, func(rows []instanceRow) bool {
+		ra, okA := row(rows, "a")
+		rb, okB := row(rows, "b")
+		return okA && okB && ra.Status == "running" && rb.Status == "running"
+	})
 
 	first, firstAt := createSession(t, a.APIURL(), "m")
 	_, secondAt := createSession(t, a.APIURL(), "m")

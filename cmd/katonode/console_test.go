@@ -127,6 +127,24 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("%s: %v\npage:\n%s", what, err, pageText())
 		}
 	}
+	// click clicks sel like a user. The live tables replace a row when it
+	// changes, so the element found can be gone by the time the click
+	// lands: find it again and retry, for up to 10 s.
+	click := func(what, sel string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			dctx, dcancel := context.WithTimeout(bctx, 10*time.Second)
+			err := chromedp.Do(dctx, chromedp.Click(chromedp.CSS(sel)))
+			dcancel()
+			if err == nil {
+				return
+			}
+			if !strings.Contains(err.Error(), "Could not find node") || time.Now().After(deadline) {
+				t.Fatalf("%s: %v\npage:\n%s", what, err, pageText())
+			}
+		}
+	}
 	eval := func(js string) string {
 		t.Helper()
 		ectx, ecancel := context.WithTimeout(bctx, 10*time.Second)
@@ -207,7 +225,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Break shared's lock from the page: b's row turns running.
-	do("break the lock", chromedp.Click(chromedp.CSS(`#models tr[data-key="shared"] button`)))
+	click("break the lock", `#models tr[data-key="shared"] button`)
 	wait("the confirmation", `document.getElementById('confirm').open && document.getElementById('confirm-text').textContent.includes('b takes the lock next')`, 10*time.Second)
 	do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
 	broke := time.Now()
@@ -221,7 +239,21 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Remove the inbox nobody reads, with the keyboard only: Enter on the
 	// button, the dialog opens on Cancel, Tab to Confirm, Enter.
-	do("remove the inbox", chromedp.Focus(chromedp.CSS(`#inboxes tr[data-key="old-worker"] button`)), chromedp.KeyEvent(kb.Enter))
+	// A row the table moves loses focus (and its node id): try again then.
+	for try := 0; ; try++ {
+		fctx, fcancel := context.WithTimeout(bctx, 10*time.Second)
+		err := chromedp.Do(fctx, chromedp.Focus(chromedp.CSS(`#inboxes tr[data-key="old-worker"] button`)), chromedp.KeyEvent(kb.Enter))
+		if err == nil {
+			_, err = chromedp.Run(fctx, chromedp.Poll[bool](`document.getElementById('confirm').open`, chromedp.WithPollingTimeout(2*time.Second), chromedp.WithPollingInterval(20*time.Millisecond)))
+		}
+		fcancel()
+		if err == nil {
+			break
+		}
+		if try == 4 {
+			t.Fatalf("remove the inbox with Enter: %v\npage:\n%s", err, pageText())
+		}
+	}
 	wait("the confirmation, focused on Cancel", `document.getElementById('confirm').open && document.activeElement.id === 'confirm-cancel'`, 10*time.Second)
 	do("tab to Confirm", chromedp.KeyEvent(kb.Tab))
 	wait("Confirm focused", `document.activeElement.id === 'confirm-ok'`, 10*time.Second)

@@ -250,16 +250,17 @@ func (s *Session) keepAlive() {
 	}
 }
 
-// aligned returns how long from now until the first multiple of tick (on
-// the wall clock) at least interval away. Sessions renewing on the same
+// aligned returns how long from now until the last multiple of tick (on
+// the wall clock) at most interval away. Sessions renewing on the same
 // ticks reach etcd together, and etcd confirms its leadership once for all
 // of them (a renewal waits for a linearizable read): for 10,000 idle
-// sessions that costs a fraction of the renewals spread out.
+// sessions that costs a fraction of the renewals spread out. Rounding down,
+// not up, keeps every renewal within interval of the last one, so a lease
+// still outlives a crash or cut by at most TTL/3 after its last renewal
+// (tick is at most interval/4, so the wait is at least 3/4 of interval).
 func aligned(now time.Time, interval, tick time.Duration) time.Duration {
 	at := now.Add(interval)
-	if r := at.UnixNano() % int64(tick); r != 0 {
-		at = at.Add(tick - time.Duration(r))
-	}
+	at = at.Add(-time.Duration(at.UnixNano() % int64(tick)))
 	return at.Sub(now)
 }
 

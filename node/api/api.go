@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -405,11 +406,32 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, id string, rou
 		if r.Context().Err() != nil {
 			break
 		}
+		if !resendable(r.Method, at.err) {
+			// The holder may have applied it before it stopped answering: a
+			// second send could apply it twice. The client reads and decides.
+			m.Forwarded.WithLabelValues("error").Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
+			h.fail(w, http.StatusServiceUnavailable, "OUTCOME_UNKNOWN",
+				fmt.Sprintf("the node holding model %q did not answer (%v); the request may have been applied: read before you send it again", id, at.err))
+			return
+		}
 	}
 	m.Forwarded.WithLabelValues("error").Inc()
 	w.Header().Set("Retry-After", strconv.Itoa(h.opts.RetryAfter))
 	h.fail(w, http.StatusServiceUnavailable, "HOLDER_UNREACHABLE",
 		fmt.Sprintf("the node holding model %q did not answer: %v", id, lastErr))
+}
+
+// resendable reports whether a request whose forward failed with err may be
+// sent again: one that changes nothing, or one that never left this node
+// (the connection to the holder could not be made).
+func resendable(method string, err error) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // newHolder waits up to ForwardTimeout for the model to be held by another

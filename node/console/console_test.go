@@ -64,6 +64,7 @@ type stream struct {
 	t    *testing.T
 	evs  chan [2]string // event name, data
 	body io.ReadCloser
+	seen map[string]string // the last data of each section read so far
 }
 
 func openStream(t *testing.T, base, tok string) (*stream, int) {
@@ -80,7 +81,7 @@ func openStream(t *testing.T, base, tok string) (*stream, int) {
 		resp.Body.Close()
 		return nil, resp.StatusCode
 	}
-	s := &stream{t: t, evs: make(chan [2]string, 1024), body: resp.Body}
+	s := &stream{t: t, evs: make(chan [2]string, 1024), body: resp.Body, seen: map[string]string{}}
 	t.Cleanup(func() { resp.Body.Close() })
 	go func() {
 		defer close(s.evs)
@@ -119,27 +120,38 @@ type modelRow struct {
 	} `json:"waiters"`
 }
 
-// waitFor reads events until ok holds for one of section's, or d passes.
+// waitFor reads events until ok holds for section's latest, or d passes. A
+// section is sent only when it changes, so the latest one read while
+// waiting for another section counts too.
 func waitFor[T any](s *stream, section string, d time.Duration, ok func(T) bool) T {
 	s.t.Helper()
 	deadline := time.After(d)
-	var last string
+	last := s.seen[section]
+	check := func(data string) (T, bool) {
+		var env envelope[T]
+		if err := json.Unmarshal([]byte(data), &env); err != nil {
+			s.t.Fatalf("%s event does not decode: %v: %s", section, err, data)
+		}
+		return env.Data, ok(env.Data)
+	}
+	if last != "" {
+		if v, done := check(last); done {
+			return v
+		}
+	}
 	for {
 		select {
 		case ev, open := <-s.evs:
 			if !open {
 				s.t.Fatalf("stream ended while waiting for %s (last: %s)", section, last)
 			}
+			s.seen[ev[0]] = ev[1]
 			if ev[0] != section {
 				continue
 			}
 			last = ev[1]
-			var env envelope[T]
-			if err := json.Unmarshal([]byte(ev[1]), &env); err != nil {
-				s.t.Fatalf("%s event does not decode: %v: %s", section, err, ev[1])
-			}
-			if ok(env.Data) {
-				return env.Data
+			if v, done := check(ev[1]); done {
+				return v
 			}
 		case <-deadline:
 			s.t.Fatalf("no %s event as wanted within %v; last: %s", section, d, last)

@@ -127,20 +127,23 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("%s: %v\npage:\n%s", what, err, pageText())
 		}
 	}
-	// click clicks sel like a user. The live tables replace a row when it
-	// changes, so the element found can be gone by the time the click
-	// lands: find it again and retry, for up to 10 s.
+	// click clicks sel and waits for the confirmation dialog it opens. The
+	// live tables move rows as they change, and a mouse click at the place
+	// CDP measured can miss a row that moved meanwhile: the button's own
+	// click() cannot, and it is tried again until the dialog opens.
 	click := func(what, sel string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			dctx, dcancel := context.WithTimeout(bctx, 10*time.Second)
-			err := chromedp.Do(dctx, chromedp.Click(chromedp.CSS(sel)))
-			dcancel()
+		for try := 0; ; try++ {
+			cctx, ccancel := context.WithTimeout(bctx, 10*time.Second)
+			_, err := chromedp.Run(cctx, chromedp.Evaluate[bool](`(() => { const b = document.querySelector('`+sel+`'); if (b) b.click(); return !!b; })()`))
+			if err == nil {
+				_, err = chromedp.Run(cctx, chromedp.Poll[bool](`document.getElementById('confirm').open`, chromedp.WithPollingTimeout(2*time.Second), chromedp.WithPollingInterval(20*time.Millisecond)))
+			}
+			ccancel()
 			if err == nil {
 				return
 			}
-			if !strings.Contains(err.Error(), "Could not find node") || time.Now().After(deadline) {
+			if try == 4 {
 				t.Fatalf("%s: %v\npage:\n%s", what, err, pageText())
 			}
 		}

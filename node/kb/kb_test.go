@@ -45,6 +45,13 @@ func setup(t *testing.T, opts ...etcdtest.Option) *fixture {
 	if _, err := f.lock.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Unlock before the session and the client close: it stops the lock's
+	// monitor, which would otherwise still read the client as it closes.
+	t.Cleanup(func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		f.lock.Unlock(uctx)
+	})
 	f.com = kb.NewCommitter(f.model, f.lock.Txn, zaptest.NewLogger(t), func(int, time.Duration) { f.txns.Add(1) })
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})

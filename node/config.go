@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
 )
 
@@ -29,6 +30,9 @@ type Config struct {
 	AdvertiseHost string
 	// Genes are the processor's start-up genes (default processor.DefaultConfig()).
 	Genes processor.Config
+	// CheckpointPolicy says when the holder folds the model's log into a new
+	// snapshot (nil: kb.DefaultPolicy).
+	CheckpointPolicy *kb.Policy
 	// TTL is the session lease TTL (default 10 s).
 	TTL time.Duration
 	// LockTimeout bounds the wait for the model lock (0 = wait forever).

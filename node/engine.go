@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -36,12 +35,6 @@ var ErrNotStored = errors.New("node: model change not stored; the model reloads 
 // result is not known (the node stopped serving while it was in flight, a
 // timeout, a lost connection): etcd may hold it or not. The API answers 503.
 var ErrOutcomeUnknown = errors.New("node: model change sent; whether it was stored is unknown")
-
-// Stored record keys, relative to models/<model>/.
-const (
-	patternsDir = "patterns/"
-	vectorsDir  = "vectors/"
-)
 
 // engine owns the processor while the node holds the lock, and the warm copy
 // of the model while it waits.
@@ -138,9 +131,12 @@ func (e *engine) write(ctx context.Context, fn func(*processor.Processor) (proce
 	var waits []<-chan error
 	var enqErr error
 	if err == nil && len(changes) > 0 {
-		if waits, enqErr = enqueue(com, kbChanges(changes.Coalesce())); enqErr != nil {
+		var done <-chan error
+		if done, enqErr = com.Enqueue(changes.Coalesce()...); enqErr != nil {
 			// The processor holds changes etcd will not get.
 			failOnce.Do(func() { close(failCh) })
+		} else {
+			waits = append(waits, done)
 		}
 	}
 	e.wmu.Unlock()
@@ -176,229 +172,6 @@ func writeErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotServing, err)
 	}
 	return fmt.Errorf("%w: %v", ErrNotStored, err)
-}
-
-// enqueue submits changes in order; a clear goes in a submission of its own.
-func enqueue(com *kb.Committer, changes []kb.Change) ([]<-chan error, error) {
-	var waits []<-chan error
-	for len(changes) > 0 {
-		n := 1
-		if !changes[0].Clear {
-			for n < len(changes) && !changes[n].Clear {
-				n++
-			}
-		}
-		done, err := com.Enqueue(changes[:n]...)
-		if err != nil {
-			return waits, err
-		}
-		waits = append(waits, done)
-		changes = changes[n:]
-	}
-	return waits, nil
-}
-
-// kbChanges turns processor changes into stored records. A ClearAll is split
-// from the puts that follow it (a clear goes alone in a transaction).
-func kbChanges(changes processor.Changes) []kb.Change {
-	out := make([]kb.Change, 0, len(changes))
-	for _, ch := range changes {
-		switch ch.Kind {
-		case processor.PutPattern:
-			b, err := ch.Pattern.MarshalJSON()
-			if err == nil {
-				out = append(out, kb.Change{Put: kb.Record{Key: patternsDir + ch.Pattern.Name, Value: b}})
-			}
-		case processor.PutVector:
-			b, err := ch.Vector.MarshalJSON()
-			if err == nil {
-				out = append(out, kb.Change{Put: kb.Record{Key: vectorsDir + strings.TrimPrefix(ch.Vector.Name, "VECTOR|"), Value: b}})
-			}
-		case processor.ClearAll:
-			out = append(out, kb.Change{Clear: true})
-		}
-	}
-	return out
-}
-
-// modelMeta is models/<model>/meta, rewritten in every model transaction: who
-// wrote the model last, under which fence. With it the model's etcd history
-// says which writer made each change in which lock epoch (the fault suite's
-// checker reads it).
-type modelMeta struct {
-	V         int       `json:"v"`
-	Model     string    `json:"model"`
-	Writer    string    `json:"writer"`
-	Host      string    `json:"host"`
-	Fence     int64     `json:"fence"`
-	WrittenAt time.Time `json:"written_at"`
-}
-
-func (m modelMeta) encode() []byte {
-	m.WrittenAt = time.Now().UTC()
-	b, _ := json.Marshal(m)
-	return b
-}
-
-// warmCopy is the standby's processor: loaded from etcd when the node starts
-// waiting for the lock, then kept current by replaying the model's changes
-// from a watch, so a take-over only has to catch up, not load everything.
-type warmCopy struct {
-	e      *engine
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu     sync.Mutex
-	proc   *processor.Processor // nil until loaded
-	rev    int64                // every change up to rev is in proc
-	moved  chan struct{}        // closed and replaced when rev moves
-	broken bool                 // proc is not current; load again
-}
-
-// follow starts keeping a warm copy of the model until stop.
-func (e *engine) follow(ctx context.Context) *warmCopy {
-	ctx, cancel := context.WithCancel(ctx)
-	w := &warmCopy{e: e, cancel: cancel, done: make(chan struct{}), moved: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for ctx.Err() == nil {
-			err := w.loadAndFollow(ctx)
-			w.mu.Lock()
-			w.broken = true
-			w.mu.Unlock()
-			if ctx.Err() == nil {
-				e.lg.Debug("warm copy reloads", zap.Error(err))
-				if !errors.Is(err, kb.ErrCompacted) && !sleep(ctx, time.Second) {
-					return
-				}
-			}
-		}
-	}()
-	return w
-}
-
-// loadAndFollow loads the model, then replays its changes until an error.
-// A revision counts only once all of its events applied: until then the
-// copy stays at the revision before, and a revision that cannot be replayed
-// marks the copy broken before anything can take it.
-func (w *warmCopy) loadAndFollow(ctx context.Context) error {
-	e := w.e
-	p, rev, err := e.load(ctx)
-	if err != nil {
-		return err
-	}
-	w.advance(p, rev, false)
-	return kb.Follow(ctx, e.n.cli, e.n.cfg.Model, rev+1, func(rev int64, evs []kb.Event) error {
-		if err := replayRevision(p, evs); err != nil {
-			w.mu.Lock()
-			w.broken = true
-			w.mu.Unlock()
-			return err // e.g. out of learn order: load again
-		}
-		w.advance(p, rev, true)
-		return nil
-	})
-}
-
-// replayRevision applies the events of one revision to p: decoded first,
-// then replayed together. Records are deleted only by a clear-all, so the
-// deletes of a revision are one ClearAll.
-func replayRevision(p *processor.Processor, evs []kb.Event) error {
-	var ch processor.Changes
-	cleared := false
-	for _, ev := range evs {
-		if ev.Deleted {
-			if !cleared {
-				cleared = true
-				ch = append(ch, processor.Change{Kind: processor.ClearAll})
-			}
-			continue
-		}
-		c, ok, err := decodeRecord(ev.Record)
-		if err != nil {
-			return err
-		}
-		if ok {
-			ch = append(ch, c)
-		}
-	}
-	if len(ch) == 0 {
-		return nil
-	}
-	return p.Replay(ch)
-}
-
-// advance records that p holds every change up to rev.
-func (w *warmCopy) advance(p *processor.Processor, rev int64, sameProc bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !sameProc {
-		w.proc, w.broken = p, false
-	}
-	if rev > w.rev || !sameProc {
-		w.rev = rev
-		close(w.moved)
-		w.moved = make(chan struct{})
-	}
-}
-
-// take stops following and returns the processor once it holds every change
-// up to rev (asking etcd for progress), or nil when it cannot get there
-// within wait: the caller loads the model instead. metaRev is the mod
-// revision of the model's meta key (0 if there is none): every model
-// transaction rewrites it, so a copy that has seen metaRev has seen them all.
-func (w *warmCopy) take(ctx context.Context, rev, metaRev int64, wait time.Duration) *processor.Processor {
-	defer w.stop()
-	timeout := time.NewTimer(wait)
-	defer timeout.Stop()
-	// A progress request reaches only watches already open, and the copy's
-	// watch may not be yet: ask again until the copy has caught up.
-	ask := time.NewTicker(100 * time.Millisecond)
-	defer ask.Stop()
-	for {
-		w.mu.Lock()
-		p, have, broken, moved := w.proc, w.rev, w.broken, w.moved
-		w.mu.Unlock()
-		if p != nil && !broken && (have >= rev || metaRev > 0 && have >= metaRev) {
-			return p
-		}
-		if p != nil && !broken {
-			kb.RequestProgress(ctx, w.e.n.cli)
-		}
-		select {
-		case <-moved:
-		case <-ask.C:
-		case <-timeout.C:
-			return nil
-		case <-ctx.Done():
-			return nil
-		}
-	}
-}
-
-func (w *warmCopy) stop() {
-	w.cancel()
-	<-w.done
-}
-
-// decodeRecord turns a stored record into the change that made it; ok is
-// false for keys that are not patterns or vectors (the meta record).
-func decodeRecord(r kb.Record) (processor.Change, bool, error) {
-	switch {
-	case strings.HasPrefix(r.Key, patternsDir):
-		var p processor.PatternRecord
-		if err := p.UnmarshalJSON(r.Value); err != nil {
-			return processor.Change{}, false, fmt.Errorf("%s: %w", r.Key, err)
-		}
-		return processor.Change{Kind: processor.PutPattern, Pattern: p}, true, nil
-	case strings.HasPrefix(r.Key, vectorsDir):
-		var v processor.VectorRecord
-		if err := v.UnmarshalJSON(r.Value); err != nil {
-			return processor.Change{}, false, fmt.Errorf("%s: %w", r.Key, err)
-		}
-		return processor.Change{Kind: processor.PutVector, Vector: v}, true, nil
-	}
-	return processor.Change{}, false, nil
 }
 
 // loadProgress says how far the model loads in progress are, for /readyz.
@@ -448,41 +221,58 @@ func (lp *loadProgress) String() string {
 	return strings.Join(parts, "; ")
 }
 
-// load streams the whole model at one revision, decoding records as they
-// arrive, and builds a processor from them. Records arrive in key (hash)
-// order and the processor is built in learn order, so the build follows the
-// read.
-func (e *engine) load(ctx context.Context) (*processor.Processor, int64, error) {
-	var pats []processor.PatternRecord
-	var vecs []processor.VectorRecord
-	st := e.progress.begin()
-	defer e.progress.end(st)
-	rev, err := kb.Load(ctx, e.n.cli.KV, e.lg, e.n.cfg.Model, func(r kb.Record) error {
-		c, ok, err := decodeRecord(r)
-		switch {
-		case err != nil:
-			return err
-		case !ok:
-		case c.Kind == processor.PutPattern:
-			pats = append(pats, c.Pattern)
-		default:
-			vecs = append(vecs, c.Vector)
-		}
-		return nil
-	}, func(n int64) { e.progress.set(st, "reading model "+e.n.cfg.Model+":", n) })
-	if err != nil {
-		return nil, 0, err
-	}
-	e.progress.set(st, "building the processor from", int64(len(pats)+len(vecs)))
+// load streams the whole model at one revision and builds a processor from
+// it as the records arrive: the snapshot, then the log replayed on top.
+func (e *engine) load(ctx context.Context) (*processor.Processor, kb.State, error) {
+	ps := e.progress.begin()
+	defer e.progress.end(ps)
 	e.mu.RLock()
 	genes, name := e.genes, e.name
 	e.mu.RUnlock()
-	p, err := processor.Load(genes, e.n.cfg.ID, name, pats, vecs)
+	l := &modelLoader{genes: genes, id: e.n.cfg.ID, name: name, onBuild: func(n int64) {
+		e.progress.set(ps, "building the processor from", n)
+	}}
+	st, err := kb.Load(ctx, e.n.cli.KV, e.lg, e.n.cfg.Model, l, func(n int64) {
+		e.progress.set(ps, "reading model "+e.n.cfg.Model+":", n)
+	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("node: model %s: %w", e.n.cfg.Model, err)
+		return nil, kb.State{}, fmt.Errorf("node: model %s: %w", e.n.cfg.Model, err)
 	}
-	return p, rev, nil
+	return l.p, st, nil
 }
+
+// modelLoader builds a processor as kb.Load reads the model.
+type modelLoader struct {
+	genes    processor.Config
+	id, name string
+	onBuild  func(records int64)
+	pats     []processor.PatternRecord
+	vecs     []processor.VectorRecord
+	p        *processor.Processor
+}
+
+func (l *modelLoader) Record(ch processor.Change) error {
+	switch ch.Kind {
+	case processor.PutPattern:
+		if ch.Pattern.Name == "" {
+			ch.Pattern.Name = processor.ModelName(ch.Pattern.Events)
+		}
+		l.pats = append(l.pats, ch.Pattern)
+	case processor.PutVector:
+		l.vecs = append(l.vecs, ch.Vector)
+	}
+	return nil
+}
+
+func (l *modelLoader) Built() error {
+	l.onBuild(int64(len(l.pats) + len(l.vecs)))
+	p, err := processor.Load(l.genes, l.id, l.name, l.pats, l.vecs)
+	l.pats, l.vecs = nil, nil
+	l.p = p
+	return err
+}
+
+func (l *modelLoader) Changes(chs processor.Changes) error { return l.p.Replay(chs) }
 
 // activate takes the warm copy once it has caught up with etcd (or loads the
 // model when it cannot, or warm is nil) and starts the committer fenced by
@@ -491,7 +281,7 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 	start := time.Now()
 	// Every write of the previous holder precedes our lock: the revision of
 	// any read now covers them all.
-	resp, err := e.n.cli.Get(ctx, coord.ModelPrefix(e.n.cfg.Model)+kb.MetaKey)
+	cur, err := kb.ReadCurrent(ctx, e.n.cli.KV, e.n.cfg.Model)
 	if err != nil {
 		if warm != nil {
 			warm.stop()
@@ -499,38 +289,51 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 		return fmt.Errorf("node: sync model %s: %w", e.n.cfg.Model, err)
 	}
 	how := "warm copy"
-	var metaRev int64
-	if len(resp.Kvs) > 0 {
-		metaRev = resp.Kvs[0].ModRevision
-	}
 	wait := e.n.cfg.TTL
-	if metaRev == 0 {
+	if cur.MetaRev == 0 {
 		// No node ever wrote the model: it is empty or was imported, and a
 		// full load is as quick as waiting for the copy's progress.
 		wait = 0
 	}
 	var p *processor.Processor
+	var next uint64
 	if warm != nil {
-		p = warm.take(ctx, resp.Header.Revision, metaRev, wait)
+		p, next = warm.take(ctx, cur.Rev, cur.MetaRev, wait)
 	}
+	ck := checkpointState{head: cur.Head, legacy: cur.Legacy}
 	if p == nil {
 		how = "full load"
-		if p, _, err = e.load(ctx); err != nil {
+		var st kb.State
+		if p, st, err = e.load(ctx); err != nil {
 			return err
 		}
+		next = st.NextSeq
+		ck = checkpointState{head: st.Head, legacy: st.Legacy, logBytes: st.LogBytes}
+	}
+	ck.logFrom = next
+	if ck.head != nil {
+		ck.logFrom = ck.head.LogFrom
 	}
 	p.SetMaxRecordBytes(kb.MaxRecordBytes)
 	m := e.n.m
-	meta := modelMeta{V: coord.SchemaVersion, Model: e.n.cfg.Model, Writer: e.n.cfg.ID, Host: e.n.cfg.AdvertiseHost, Fence: fence.Rev}
-	com := kb.NewCommitter(e.n.cfg.Model, lock.Txn, e.lg, func(n int, took time.Duration) {
+	// models/<model>/meta, rewritten in every model transaction: with it the
+	// model's etcd history says which writer made each change in which lock
+	// epoch (the fault suite's checker reads it).
+	meta := kb.Meta{V: coord.SchemaVersion, Model: e.n.cfg.Model, Writer: e.n.cfg.ID, Host: e.n.cfg.AdvertiseHost, Fence: fence.Rev}
+	com := kb.NewCommitter(e.n.cfg.Model, lock.Txn, e.lg, next, func(n int, took time.Duration) {
 		m.LearnBatch.Observe(float64(n))
 		m.EtcdRequest.WithLabelValues("model_txn").Observe(took.Seconds())
-	}, kb.WithMeta(meta.encode))
+	}, kb.WithMeta(meta.Encode))
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	failCh, failOnce := make(chan struct{}), &sync.Once{}
+	ckp := e.newCheckpointer(lock, com, meta, ck)
 	go func() {
 		defer close(done)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); ckp.run(cctx) }()
+		defer wg.Wait()
 		if err := com.Run(cctx); err != nil && cctx.Err() == nil {
 			failOnce.Do(func() { close(failCh) })
 		}

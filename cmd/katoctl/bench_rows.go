@@ -347,6 +347,7 @@ func waitEmpty(ctx context.Context, cli *clientv3.Client, prefix string) error {
 type learnRecord struct {
 	key string // relative to models/<model>/
 	val string
+	rec processor.PatternRecord
 }
 
 // learnRecords makes n distinct pattern records of the size a node writes
@@ -363,7 +364,7 @@ func learnRecords(n int) ([]learnRecord, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i] = learnRecord{key: "patterns/" + rec.Name, val: string(val)}
+		out[i] = learnRecord{key: "patterns/" + rec.Name, val: string(val), rec: rec}
 	}
 	return out, nil
 }
@@ -391,7 +392,7 @@ func (b *bencher) learns(ctx context.Context) ([]benchRow, error) {
 		defer cancel()
 		_ = lock.Unlock(uctx)
 	}()
-	com := kb.NewCommitter(model, lock.Txn, b.lg, nil)
+	com := kb.NewCommitter(model, lock.Txn, b.lg, 0, nil)
 	cctx, stopCommitter := context.WithCancel(ctx)
 	committed := make(chan struct{})
 	go func() { defer close(committed); _ = com.Run(cctx) }()
@@ -402,7 +403,7 @@ func (b *bencher) learns(ctx context.Context) ([]benchRow, error) {
 	series, err := b.compare(ctx, "learns", 2,
 		benchutil.System{Name: "group commit", Run: workers(c, func(ctx context.Context, _, i int) error {
 			r := recs[i%len(recs)]
-			return com.Submit(ctx, kb.Change{Put: kb.Record{Key: r.key, Value: []byte(r.val)}})
+			return com.Submit(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r.rec})
 		})},
 		benchutil.System{Name: "fenced txn per learn", Run: workers(c, func(ctx context.Context, _, i int) error {
 			r := recs[i%len(recs)]

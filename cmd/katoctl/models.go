@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kato-coord/kato/cmd/internal/cliutil"
@@ -24,28 +22,9 @@ import (
 	"github.com/kato-coord/kato/node/processor"
 )
 
-// Record kinds of the export format, and the keys (relative to
-// models/<model>/) they live under.
-const (
-	kindPattern = "pattern"
-	kindVector  = "vector"
-	kindMeta    = "meta"
-
-	patternsDir = "patterns/"
-	vectorsDir  = "vectors/"
-	metaKey     = "meta"
-)
-
-// Limits of one import transaction: etcd refuses more than 128 operations
-// (--max-txn-ops) or 1.5 MiB (--max-request-bytes) by default.
-const (
-	importTxnOps   = 100
-	importTxnBytes = 1 << 20
-	// importMaxRecordBytes is the largest record (key and value) one etcd
-	// request takes by default, less room for the model prefix and the
-	// transaction around it.
-	importMaxRecordBytes = 3<<19 - 4<<10
-)
+// maxImportLine bounds one line of an import: a record of at most
+// kb.MaxRecordBytes, and its key and framing.
+const maxImportLine = kb.MaxRecordBytes + 64<<10
 
 // modelsCommand is `katoctl models ls|export|import|rm`.
 func modelsCommand() *cli.Command {
@@ -63,8 +42,11 @@ func modelsCommand() *cli.Command {
 				Aliases: []string{"list"},
 				Usage:   "list the models: patterns, vectors, size, lock holder",
 				Description: "One row per model found under models/, and per model that only has a lock.\n" +
-					"SIZE is the bytes of the model's keys (with --prefix) and values. HOLDER is\n" +
-					"id@host of the lock holder and FENCE its fencing revision; - when unlocked.",
+					"PATTERNS and VECTORS are the counts at the model's last snapshot; LOG is the number\n" +
+					"of log entries (transactions of changes) written since, which the holder folds into\n" +
+					"a new snapshot in the background. SNAPSHOT is the stored (compressed) size of the\n" +
+					"snapshot. HOLDER is id@host of the lock holder and FENCE its fencing revision; -\n" +
+					"when unlocked. Nothing but the head, meta and count-only reads is read.",
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 0 {
 						return fmt.Errorf("models ls takes no arguments, got %d", c.NArg())
@@ -76,11 +58,11 @@ func modelsCommand() *cli.Command {
 				Name:      "export",
 				Usage:     "write a model as JSON lines on standard output",
 				ArgsUsage: "MODEL",
-				Description: "Writes one line per record, {\"kind\":\"pattern\"|\"vector\"|\"meta\",\"key\":\"patterns/<hash>\",\n" +
-					"\"value\":<the stored JSON>}, all read at one etcd revision (a running node may go on\n" +
-					"learning: the export is the model as it was at that revision). Progress and the\n" +
-					"summary (\"exported N patterns, M vectors of MODEL at revision R\") go to standard error.\n" +
-					"Keys that are neither patterns, vectors nor meta are skipped with a warning.",
+				Description: "Writes one line per record, {\"kind\":\"pattern\"|\"vector\",\"key\":\"patterns/<hash>\",\n" +
+					"\"value\":<the record as JSON>}, all read at one etcd revision (a running node may go\n" +
+					"on learning: the export is the model as it was at that revision). The snapshot is\n" +
+					"streamed, never held: memory is bounded by the model's log. Progress and the\n" +
+					"summary (\"exported N patterns, M vectors of MODEL at revision R\") go to standard error.",
 				Flags: []cli.Flag{
 					progressFlag(),
 					&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: no limit)"},
@@ -91,24 +73,25 @@ func modelsCommand() *cli.Command {
 				Name:      "import",
 				Usage:     "write a model from JSON lines (as export writes them) read from standard input or FILE",
 				ArgsUsage: "MODEL [FILE|-]",
-				Description: "The input is what models export writes: one {\"kind\",\"key\",\"value\"} record per line.\n" +
-					"Every line is checked before anything is written: it must decode, its kind must\n" +
-					"match its key, a pattern's name must be its key and the hash of its events, a\n" +
-					"vector's name must be its key and the hash of its values, and the records together\n" +
-					"must load as a model. The first bad line is reported by number and nothing is written.\n" +
+				Description: "The input is what models export writes: one {\"kind\",\"key\",\"value\"} record per line\n" +
+					"(meta lines of older exports are skipped). Every line is checked as it is read: it\n" +
+					"must decode, its kind must match its key, a pattern's name must be its key and the\n" +
+					"hash of its events, a vector's name must be its key and the hash of its values, and\n" +
+					"no name or learn sequence number may repeat. The records are written as they are\n" +
+					"read into a new snapshot that nothing sees until the last line was read and checked;\n" +
+					"then one transaction makes it the model. The first bad line is reported by number\n" +
+					"and the model is left as it was. Memory stays bounded whatever the input's size.\n" +
 					"\n" +
 					"A model whose lock is held is refused: the running node would not see the import\n" +
 					"(stop it first, katoctl stop ID). --force breaks the holder's lock instead; the\n" +
 					"holder's later writes then fail and it loads the model again when it gets the lock\n" +
 					"back (refused when other nodes wait for the lock: they, not katoctl, would get it).\n" +
-					"A model that already has keys is refused unless --replace, which deletes them\n" +
-					"first. katoctl takes the model lock itself (holder katoctl-import) and writes in\n" +
-					"transactions of at most 100 records fenced by it, so no node can take the model\n" +
-					"half-way. The import is not one transaction: if it fails half-way, run it again with\n" +
-					"--replace. Progress goes to standard error.",
+					"A model that already has keys is refused unless --replace, which replaces them in\n" +
+					"that last transaction. katoctl takes the model lock itself (holder katoctl-import)\n" +
+					"and fences every write by it. Progress goes to standard error.",
 				Flags: []cli.Flag{
 					progressFlag(),
-					&cli.BoolFlag{Name: "replace", Usage: "delete the model's keys before importing"},
+					&cli.BoolFlag{Name: "replace", Usage: "replace what the model holds"},
 					force("break the lock of the model's holder (a running node) and import anyway"),
 				},
 				Action: func(c *cli.Context) error {
@@ -162,21 +145,19 @@ func onModel(fn func(*cli.Context, env, string) error) cli.ActionFunc {
 
 // modelSummary is one model as `models ls` shows it.
 type modelSummary struct {
-	Model     string `json:"model"`
-	Patterns  int    `json:"patterns"`
-	Vectors   int    `json:"vectors"`
-	Other     int    `json:"other_keys"` // meta and anything else under models/<model>/
-	SizeBytes int64  `json:"size_bytes"`
+	Model    string `json:"model"`
+	Patterns int64  `json:"patterns"`
+	Vectors  int64  `json:"vectors"`
+	// LogEntries counts the log entries written since the snapshot.
+	LogEntries    int64 `json:"log_entries"`
+	Keys          int64 `json:"keys"`
+	SnapshotBytes int64 `json:"snapshot_bytes"`
 	// Holder is the lock holder, nil when the model is not locked.
 	Holder  *coord.LockEntry `json:"holder,omitempty"`
 	Waiters int              `json:"waiters"`
 }
 
 func modelsList(c *cli.Context, e env) error {
-	root, err := coord.NormalizePrefix(c.String("prefix"))
-	if err != nil {
-		return err
-	}
 	byModel := map[string]*modelSummary{}
 	get := func(model string) *modelSummary {
 		m := byModel[model]
@@ -186,41 +167,29 @@ func modelsList(c *cli.Context, e env) error {
 		}
 		return m
 	}
+	// The models: the first key of each, skipping the rest of it.
 	pfx := coord.ModelsPrefix()
 	end := clientv3.GetPrefixRangeEnd(pfx)
-	key, rev := pfx, int64(0)
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
+	for key := pfx; ; {
 		ctx, cancel := cliutil.CommandContext(c)
-		resp, err := e.cli.Get(ctx, key, opts...)
+		resp, err := e.cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(1), clientv3.WithKeysOnly())
 		cancel()
 		if err != nil {
 			return fmt.Errorf("models ls: read %s: %w", key, err)
 		}
-		rev = resp.Header.Revision
-		for _, kv := range resp.Kvs {
-			model, rest, ok := strings.Cut(string(kv.Key[len(pfx):]), "/")
-			if !ok {
-				model, rest = string(kv.Key[len(pfx):]), ""
-			}
-			m := get(model)
-			switch recordKind(rest) {
-			case kindPattern:
-				m.Patterns++
-			case kindVector:
-				m.Vectors++
-			default:
-				m.Other++
-			}
-			m.SizeBytes += int64(len(root) + len(kv.Key) + len(kv.Value))
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
+		if len(resp.Kvs) == 0 {
 			break
 		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		model, _, _ := strings.Cut(string(resp.Kvs[0].Key[len(pfx):]), "/")
+		ctx, cancel = cliutil.CommandContext(c)
+		sum, err := kb.Summarize(ctx, e.cli.KV, model)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("models ls: %w", err)
+		}
+		m := get(model)
+		m.Patterns, m.Vectors, m.LogEntries, m.Keys, m.SnapshotBytes = sum.Patterns, sum.Vectors, sum.LogEntries, sum.Keys, sum.SnapshotBytes
+		key = clientv3.GetPrefixRangeEnd(coord.ModelPrefix(model))
 	}
 	ctx, cancel := cliutil.CommandContext(c)
 	locks, _, err := coord.ListLocks(ctx, e.cli.KV)
@@ -238,14 +207,14 @@ func modelsList(c *cli.Context, e env) error {
 		list = append(list, *m)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Model < list[j].Model })
-	t := cliutil.Table{Header: []string{"MODEL", "PATTERNS", "VECTORS", "SIZE", "HOLDER", "FENCE"}}
+	t := cliutil.Table{Header: []string{"MODEL", "PATTERNS", "VECTORS", "LOG", "SNAPSHOT", "HOLDER", "FENCE"}}
 	for _, m := range list {
 		holder, fence := "-", "-"
 		if m.Holder != nil {
 			holder, fence = holderName(*m.Holder), strconv.FormatInt(m.Holder.Rev, 10)
 		}
-		t.Rows = append(t.Rows, []string{m.Model, strconv.Itoa(m.Patterns), strconv.Itoa(m.Vectors),
-			strconv.FormatInt(m.SizeBytes, 10), holder, fence})
+		t.Rows = append(t.Rows, []string{m.Model, strconv.FormatInt(m.Patterns, 10), strconv.FormatInt(m.Vectors, 10),
+			strconv.FormatInt(m.LogEntries, 10), strconv.FormatInt(m.SnapshotBytes, 10), holder, fence})
 	}
 	return cliutil.Print(c, list, t)
 }
@@ -260,53 +229,6 @@ func holderName(h coord.LockEntry) string {
 		return h.ID
 	}
 	return "lock key " + h.Key
-}
-
-// recordKind is the export kind of a key relative to models/<model>/, or ""
-// for a key that is none of them.
-func recordKind(key string) string {
-	switch {
-	case strings.HasPrefix(key, patternsDir) && len(key) > len(patternsDir):
-		return kindPattern
-	case strings.HasPrefix(key, vectorsDir) && len(key) > len(vectorsDir):
-		return kindVector
-	case key == metaKey:
-		return kindMeta
-	}
-	return ""
-}
-
-// exportLine is one line of the export format.
-type exportLine struct {
-	Kind  string          `json:"kind"`
-	Key   string          `json:"key"`
-	Value json.RawMessage `json:"value"`
-}
-
-// exportCounts counts records by kind.
-type exportCounts struct {
-	patterns, vectors, meta int
-}
-
-func (n *exportCounts) add(kind string) {
-	switch kind {
-	case kindPattern:
-		n.patterns++
-	case kindVector:
-		n.vectors++
-	case kindMeta:
-		n.meta++
-	}
-}
-
-func (n exportCounts) total() int { return n.patterns + n.vectors + n.meta }
-
-func (n exportCounts) String() string {
-	s := fmt.Sprintf("%d patterns, %d vectors", n.patterns, n.vectors)
-	if n.meta > 0 {
-		s += " and the meta record"
-	}
-	return s
 }
 
 // progress reports on standard error every `every` records.
@@ -339,210 +261,53 @@ func modelsExport(c *cli.Context, e env, model string) error {
 	}
 	out := bufio.NewWriterSize(c.App.Writer, 64<<10)
 	prog := &progress{w: c.App.ErrWriter, verb: "exported", every: c.Int("progress")}
-	var (
-		n       exportCounts
-		skipped []string
-		line    bytes.Buffer
-	)
-	rev, err := kb.Load(ctx, e.cli.KV, e.lg, model, func(r kb.Record) error {
-		kind := recordKind(r.Key)
-		if kind == "" {
-			skipped = append(skipped, r.Key)
-			return nil
-		}
-		line.Reset()
-		if err := appendExportLine(&line, kind, r.Key, r.Value); err != nil {
+	var line []byte
+	total := 0
+	rev, n, err := kb.Export(ctx, e.cli.KV, e.lg, model, func(ch processor.Change) error {
+		var err error
+		if line, err = kb.AppendExportLine(line[:0], ch); err != nil {
 			return err
 		}
-		if _, err := out.Write(line.Bytes()); err != nil {
+		if _, err := out.Write(line); err != nil {
 			return err
 		}
-		n.add(kind)
-		prog.at(n.total())
+		total++
+		prog.at(total)
 		return nil
-	}, nil)
+	})
 	if ferr := out.Flush(); err == nil && ferr != nil {
 		err = fmt.Errorf("write standard output: %w", ferr)
 	}
-	if err != nil {
-		return fmt.Errorf("models export %s: %w (after %d records; the output is incomplete)", model, err, n.total())
-	}
-	if n.total() == 0 && len(skipped) == 0 {
+	switch {
+	case errors.Is(err, kb.ErrNotFound):
 		return fmt.Errorf("models export: no model %q (katoctl models ls lists them)", model)
-	}
-	if len(skipped) > 0 {
-		fmt.Fprintf(c.App.ErrWriter, "katoctl: warning: skipped %d keys of %s that are neither patterns, vectors nor meta (first: %s)\n",
-			len(skipped), coord.ModelPrefix(model), skipped[0])
+	case err != nil:
+		return fmt.Errorf("models export %s: %w (after %d records; the output is incomplete)", model, err, total)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "exported %s of %s at revision %d\n", n, model, rev)
 	return nil
 }
 
-// appendExportLine writes {"kind":...,"key":...,"value":...} and a newline.
-// The stored value is copied as it is (only whitespace between tokens is
-// dropped, to keep it on one line), so an import stores the same bytes.
-func appendExportLine(buf *bytes.Buffer, kind, key string, value []byte) error {
-	k, err := json.Marshal(key)
-	if err != nil {
-		return err
+// readLine reads one line of at most max bytes (without its newline); it
+// returns io.EOF after the last.
+func readLine(br *bufio.Reader, max int, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	for {
+		frag, err := br.ReadSlice('\n')
+		buf = append(buf, frag...)
+		if len(buf) > max {
+			return nil, fmt.Errorf("line longer than %d bytes (a record is at most %d)", max, kb.MaxRecordBytes)
+		}
+		switch {
+		case err == nil:
+			return buf[:len(buf)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(buf) > 0:
+			return buf, nil
+		}
+		return nil, err
 	}
-	buf.WriteString(`{"kind":"`)
-	buf.WriteString(kind)
-	buf.WriteString(`","key":`)
-	buf.Write(k)
-	buf.WriteString(`,"value":`)
-	if err := json.Compact(buf, value); err != nil {
-		return fmt.Errorf("record %s is not JSON: %w", key, err)
-	}
-	buf.WriteString("}\n")
-	return nil
-}
-
-// importRecord is a checked line of an import.
-type importRecord struct {
-	line  int
-	kind  string
-	key   string
-	value []byte
-}
-
-// readImport reads and checks every line of an import. Blank lines are
-// skipped. The error names the first bad line.
-func readImport(r io.Reader) ([]importRecord, exportCounts, error) {
-	var (
-		recs  []importRecord
-		n     exportCounts
-		seen  = map[string]int{}
-		pats  []processor.PatternRecord
-		vecs  []processor.VectorRecord
-		lines = map[string]int{} // record name -> line, for the whole-model check
-	)
-	br := bufio.NewReaderSize(r, 64<<10)
-	for no := 1; ; no++ {
-		b, err := br.ReadBytes('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, n, fmt.Errorf("read line %d: %w", no, err)
-		}
-		if len(bytes.TrimSpace(b)) > 0 {
-			rec, pat, vec, cerr := checkImportLine(b)
-			if cerr != nil {
-				return nil, n, fmt.Errorf("line %d: %w", no, cerr)
-			}
-			if sz := len(rec.key) + len(rec.value); sz > importMaxRecordBytes {
-				return nil, n, fmt.Errorf("line %d: record %s is too large: %d bytes, etcd takes at most about %d in one request (--max-request-bytes)", no, rec.key, sz, importMaxRecordBytes)
-			}
-			if first, dup := seen[rec.key]; dup {
-				return nil, n, fmt.Errorf("line %d: key %s already given on line %d", no, rec.key, first)
-			}
-			seen[rec.key] = no
-			rec.line = no
-			recs = append(recs, rec)
-			n.add(rec.kind)
-			switch rec.kind {
-			case kindPattern:
-				pats = append(pats, pat)
-				lines[pat.Name] = no
-			case kindVector:
-				vecs = append(vecs, vec)
-				lines[vec.Name] = no
-			}
-		}
-		if err != nil { // io.EOF
-			break
-		}
-	}
-	if err := checkLoadable(pats, vecs, lines); err != nil {
-		return nil, n, err
-	}
-	return recs, n, nil
-}
-
-// checkImportLine decodes one line and checks that the record matches its
-// key.
-func checkImportLine(b []byte) (importRecord, processor.PatternRecord, processor.VectorRecord, error) {
-	var (
-		l   exportLine
-		pat processor.PatternRecord
-		vec processor.VectorRecord
-	)
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&l); err != nil {
-		return importRecord{}, pat, vec, fmt.Errorf("not a record line (want {\"kind\",\"key\",\"value\"}): %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return importRecord{}, pat, vec, errors.New("more than one JSON value on the line")
-	}
-	rec := importRecord{kind: l.Kind, key: l.Key, value: l.Value}
-	if len(l.Value) == 0 || string(l.Value) == "null" {
-		return rec, pat, vec, fmt.Errorf("record %s has no value", l.Key)
-	}
-	switch l.Kind {
-	case kindPattern:
-		name, ok := strings.CutPrefix(l.Key, patternsDir)
-		if !ok {
-			return rec, pat, vec, fmt.Errorf("pattern key %q does not start with %s", l.Key, patternsDir)
-		}
-		if err := pat.UnmarshalJSON(l.Value); err != nil {
-			return rec, pat, vec, fmt.Errorf("pattern %s: %w", l.Key, err)
-		}
-		if pat.Name != name {
-			return rec, pat, vec, fmt.Errorf("key %s holds pattern %q", l.Key, pat.Name)
-		}
-		if h := processor.ModelName(pat.Events); h != pat.Name {
-			return rec, pat, vec, fmt.Errorf("pattern %s: its events hash to %s", pat.Name, h)
-		}
-	case kindVector:
-		hash, ok := strings.CutPrefix(l.Key, vectorsDir)
-		if !ok {
-			return rec, pat, vec, fmt.Errorf("vector key %q does not start with %s", l.Key, vectorsDir)
-		}
-		if err := vec.UnmarshalJSON(l.Value); err != nil {
-			return rec, pat, vec, fmt.Errorf("vector %s: %w", l.Key, err)
-		}
-		if vec.Name != processor.VectorPrefix+hash {
-			return rec, pat, vec, fmt.Errorf("key %s holds vector %q", l.Key, vec.Name)
-		}
-		if h := processor.VectorName(vec.Vector); h != vec.Name {
-			return rec, pat, vec, fmt.Errorf("vector %s: its values hash to %s", vec.Name, h)
-		}
-	case kindMeta:
-		if l.Key != metaKey {
-			return rec, pat, vec, fmt.Errorf("meta record key %q, want %q", l.Key, metaKey)
-		}
-		if l.Value[0] != '{' {
-			return rec, pat, vec, errors.New("meta record value is not a JSON object")
-		}
-	default:
-		return rec, pat, vec, fmt.Errorf("kind %q: want %s, %s or %s", l.Kind, kindPattern, kindVector, kindMeta)
-	}
-	return rec, pat, vec, nil
-}
-
-// checkLoadable loads the records the way a node does, so that an import
-// never leaves a model the node refuses. On failure it finds the first
-// record that fails on its own, to name its line.
-func checkLoadable(pats []processor.PatternRecord, vecs []processor.VectorRecord, lines map[string]int) error {
-	cfg := processor.DefaultConfig()
-	load := func(ps []processor.PatternRecord, vs []processor.VectorRecord) error {
-		_, err := processor.Load(cfg, "katoctl-import", "katoctl import", ps, vs)
-		return err
-	}
-	err := load(pats, vecs)
-	if err == nil {
-		return nil
-	}
-	for _, p := range pats {
-		if perr := load([]processor.PatternRecord{p}, nil); perr != nil {
-			return fmt.Errorf("line %d: %w", lines[p.Name], perr)
-		}
-	}
-	for _, v := range vecs {
-		if verr := load(nil, []processor.VectorRecord{v}); verr != nil {
-			return fmt.Errorf("line %d: %w", lines[v.Name], verr)
-		}
-	}
-	return fmt.Errorf("the records do not load as a model: %w", err)
 }
 
 func modelsImport(c *cli.Context, e env, model, file string) error {
@@ -555,13 +320,6 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 		}
 		defer f.Close()
 		in, name = f, file
-	}
-	recs, n, err := readImport(in)
-	if err != nil {
-		return fmt.Errorf("models import %s: %s: %w; nothing written", model, name, err)
-	}
-	if len(recs) == 0 {
-		return fmt.Errorf("models import %s: %s holds no records; nothing written", model, name)
 	}
 	lock, release, err := lockForWrite(c, e, model, "katoctl-import", "import")
 	if err != nil {
@@ -576,50 +334,49 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 	if err != nil {
 		return fmt.Errorf("models import %s: %w; nothing written", model, err)
 	}
-	if resp.Count > 0 {
-		if !c.Bool("replace") {
-			return fmt.Errorf("models import %s: the model already has %d keys; --replace deletes them first (or katoctl models rm %s); nothing written",
-				model, resp.Count, model)
-		}
-		ctx, cancel := cliutil.CommandContext(c)
-		dresp, err := lock.Txn(ctx).Then(clientv3.OpDelete(pfx, clientv3.WithPrefix())).Commit()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("models import %s: delete the old keys: %w; nothing written", model, err)
-		}
-		fmt.Fprintf(c.App.ErrWriter, "katoctl: deleted the %d keys model %s had\n", dresp.Responses[0].GetResponseDeleteRange().Deleted, model)
+	if resp.Count > 0 && !c.Bool("replace") {
+		return fmt.Errorf("models import %s: the model already has %d keys; --replace replaces them (or katoctl models rm %s); nothing written",
+			model, resp.Count, model)
 	}
 
-	prog := &progress{w: c.App.ErrWriter, verb: "imported", every: c.Int("progress"), of: len(recs)}
-	var written int
-	var rev int64
-	for written < len(recs) {
-		var ops []clientv3.Op
-		size := 0
-		for i := written; i < len(recs) && len(ops) < importTxnOps; i++ {
-			r := recs[i]
-			sz := len(pfx) + len(r.key) + len(r.value)
-			if len(ops) > 0 && size+sz > importTxnBytes {
-				break
-			}
-			size += sz
-			ops = append(ops, clientv3.OpPut(pfx+r.key, string(r.value)))
+	im := kb.NewImport(model, lock.Txn)
+	prog := &progress{w: c.App.ErrWriter, verb: "imported", every: c.Int("progress")}
+	br := bufio.NewReaderSize(in, 64<<10)
+	var buf []byte
+	for no := 1; ; no++ {
+		b, err := readLine(br, maxImportLine, buf)
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		ctx, cancel := cliutil.CommandContext(c)
-		resp, err := lock.Txn(ctx).Then(ops...).Commit()
-		cancel()
+		if err == nil && len(bytes.TrimSpace(b)) > 0 {
+			var kind string
+			var ch processor.Change
+			if kind, ch, err = kb.ParseExportLine(b); err == nil && kind != kb.KindMeta {
+				ctx, cancel := cliutil.CommandContext(c)
+				err = im.Add(ctx, ch)
+				cancel()
+			}
+		}
 		if err != nil {
-			if errors.Is(err, rpctypes.ErrRequestTooLarge) {
-				err = fmt.Errorf("%w (the record on line %d is too large for one etcd request)", err, recs[written].line)
-			}
-			return fmt.Errorf("models import %s: wrote %d of %d records, then: %w; the model is partly imported: run the import again with --replace",
-				model, written, len(recs), err)
+			im.Abort(context.WithoutCancel(c.Context))
+			return fmt.Errorf("models import %s: %s: line %d: %w; the model is as it was", model, name, no, err)
 		}
-		written += len(ops)
-		rev = resp.Header.Revision
-		prog.at(written)
+		buf = b[:0]
+		prog.at(int(im.Counts().Total()))
 	}
-	fmt.Fprintf(c.App.Writer, "imported %s into %s at revision %d\n", n, model, rev)
+	n := im.Counts()
+	if n.Total() == 0 {
+		return fmt.Errorf("models import %s: %s holds no records; nothing written", model, name)
+	}
+	fence, _ := lock.Fence()
+	ctx, cancel = cliutil.CommandContext(c)
+	defer cancel()
+	h, err := im.Publish(ctx, "katoctl-import", kb.Meta{V: coord.SchemaVersion, Model: model, Writer: "katoctl-import", Host: coord.Hostname(), Fence: fence.Rev}.Encode())
+	if err != nil {
+		im.Abort(context.WithoutCancel(c.Context))
+		return fmt.Errorf("models import %s: %w; the model is as it was", model, err)
+	}
+	fmt.Fprintf(c.App.Writer, "imported %s into %s (snapshot %s, %d bytes in %d chunks)\n", n, model, h.Snapshot, h.Bytes, h.Chunks)
 	return nil
 }
 

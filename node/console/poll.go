@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/kb"
 )
 
 // Bounds of one poll, so that a large cluster costs etcd a bounded read.
@@ -212,43 +213,29 @@ func (c *Console) readOnce(ctx context.Context, slow bool) {
 	c.mu.Unlock()
 }
 
-// modelStats counts a model's patterns and vectors (count-only reads) and
-// reads its meta record. The size is the bytes of its keys and values, read
-// again only when the model changed, only for models of at most
-// sizeScanLimit keys and while budget (keys per poll) lasts; -1 otherwise.
-// (The counts follow the store's layout of one key per pattern and vector,
-// models/<model>/patterns/ and vectors/.)
+// modelStats reads a model's summary (count-only reads, its head and meta
+// records: kb.Summarize). The size is its snapshot's stored bytes plus the
+// bytes of its other keys (log, meta, records of the old layout), read again
+// only when the model changed, only for models of at most sizeScanLimit such
+// keys and while budget (keys per poll) lasts; -1 otherwise.
 func (c *Console) modelStats(ctx context.Context, model string, prev modelStats, budget *int64) (modelStats, error) {
 	pfx := coord.ModelPrefix(model)
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	resp, err := c.cfg.Client.Txn(rctx).Then(
-		clientv3.OpGet(pfx+"patterns/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		clientv3.OpGet(pfx+"vectors/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		clientv3.OpGet(pfx, clientv3.WithPrefix(), clientv3.WithCountOnly()),
-		clientv3.OpGet(pfx+"meta"),
-	).Commit()
+	sum, err := kb.Summarize(rctx, c.cfg.Client.KV, model)
 	if err != nil {
 		return prev, err
 	}
-	st := modelStats{
-		patterns: resp.Responses[0].GetResponseRange().Count,
-		vectors:  resp.Responses[1].GetResponseRange().Count,
-		size:     -1,
+	st := modelStats{patterns: sum.Patterns, vectors: sum.Vectors, size: -1, metaRev: sum.MetaRev}
+	if sum.MetaRev != 0 {
+		m := sum.Meta
+		st.last = &lastWrite{Writer: m.Writer, Host: m.Host, Fence: m.Fence, At: m.WrittenAt}
 	}
-	keys := resp.Responses[2].GetResponseRange().Count
-	if kvs := resp.Responses[3].GetResponseRange().Kvs; len(kvs) == 1 {
-		st.metaRev = kvs[0].ModRevision
-		var m struct {
-			Writer    string    `json:"writer"`
-			Host      string    `json:"host"`
-			Fence     int64     `json:"fence"`
-			WrittenAt time.Time `json:"written_at"`
-		}
-		if json.Unmarshal(kvs[0].Value, &m) == nil {
-			st.last = &lastWrite{Writer: m.Writer, Host: m.Host, Fence: m.Fence, At: m.WrittenAt}
-		}
+	var chunks int64
+	if sum.Head != nil {
+		chunks = int64(sum.Head.Chunks)
 	}
+	keys := sum.Keys - chunks
 	switch {
 	case keys > sizeScanLimit:
 	case prev.size >= 0 && prev.metaRev == st.metaRev && st.metaRev != 0:
@@ -257,17 +244,20 @@ func (c *Console) modelStats(ctx context.Context, model string, prev modelStats,
 		st.size = prev.size // measured again at a later poll
 	default:
 		*budget -= keys
-		r, err := c.cfg.Client.Get(rctx, pfx, clientv3.WithPrefix(), clientv3.WithLimit(sizeScanLimit+1))
-		if err != nil {
-			return prev, err
-		}
-		if !r.More {
-			var size int64
-			for _, kv := range r.Kvs {
+		var size int64
+		for _, r := range kb.ScanRanges() {
+			resp, err := c.cfg.Client.Get(rctx, pfx+r[0], clientv3.WithRange(pfx+r[1]), clientv3.WithLimit(sizeScanLimit+1))
+			if err != nil {
+				return prev, err
+			}
+			if resp.More {
+				return st, nil
+			}
+			for _, kv := range resp.Kvs {
 				size += int64(len(kv.Key) + len(kv.Value))
 			}
-			st.size = size
 		}
+		st.size = size + sum.SnapshotBytes
 	}
 	return st, nil
 }

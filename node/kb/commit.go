@@ -1,5 +1,8 @@
 package kb
 
+// This file is the Committer: model changes appended to the model's log in
+// fenced group commits.
+
 import (
 	"context"
 	"errors"
@@ -14,45 +17,37 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/processor"
 )
 
-// Limits of one transaction, below etcd's defaults (--max-txn-ops 128,
-// --max-request-bytes 1.5 MiB).
-const (
-	maxTxnOps   = 120
-	maxTxnBytes = 1 << 20
-)
+// MaxRecordBytes bounds the stored size of one pattern or vector (its JSON
+// form, which is larger than the stored one): a writer bounds what it
+// produces by it (processor.SetMaxRecordBytes), so that a change too large
+// is refused before it is made. Any change set of such records fits the log.
+const MaxRecordBytes = maxPartBytes - 4<<10
 
-// MaxRecordBytes is the largest record (key and value) a Committer writes:
-// one record always fits a transaction together with the meta key. A writer
-// bounds what it produces by it (processor.SetMaxRecordBytes) so that a
-// change too large is refused before it is made.
-const MaxRecordBytes = maxTxnBytes - 4<<10
-
-// Change is one write to a model: a record put, or (Clear) the deletion of
-// every record of the model. Keys are relative to models/<model>/.
-type Change struct {
-	Put   Record
-	Clear bool
-}
+// maxChangeSetBytes bounds the encoded records of one submission; a larger
+// one is refused by Enqueue with ErrTooLarge before anything is written.
+const maxChangeSetBytes = 32 << 20
 
 // FenceFunc starts a transaction fenced by the current lock hold.
 type FenceFunc func(ctx context.Context) *coord.FencedTxn
 
-// Committer writes model changes to etcd, fenced, in group commits: while one
-// transaction is in flight, changes submitted by other callers gather, and go
-// out together in the next one. A caller's Submit returns only after the
-// transaction holding its changes was accepted by etcd (or failed).
+// Committer appends model changes to the model's log, fenced, in group
+// commits: while one transaction is in flight, changes submitted by other
+// callers gather, and go out together as the next log entry. A caller's
+// Submit returns only after the entry holding its changes is durable (or
+// failed).
 //
-// One transaction is in flight at a time, so changes reach etcd in
-// submission order, across keys too (a pattern never lands before the vector
-// it uses). Within one transaction only the last put of a key is sent
-// (records are whole values, so the last wins). A Clear is a transaction of
-// its own. A submission larger than one transaction (more than 120 writes,
-// or more than 1 MiB) is split over consecutive fenced transactions, in its
-// own order: a reader between them sees its first records without the last
-// (a learn's new vectors without its pattern, which is a model state a learn
-// can leave too).
+// One transaction is in flight at a time, so the log holds changes in
+// submission order. A group larger than one etcd request (1 MiB of records,
+// after compression) is written as several log entries, one transaction
+// each; only its last entry makes it visible, so a reader never sees a part
+// of a group, and a group whose last entry failed was never stored.
+//
+// Every transaction also rewrites models/<model>/meta (WithMeta), so the
+// model's etcd history says which writer made each change under which
+// fence.
 //
 // The first failure ends the committer: the failed submission gets the
 // error (wrapping ErrOutcomeUnknown when etcd may hold it), everything queued
@@ -64,51 +59,57 @@ type Committer struct {
 	fenced  FenceFunc
 	lg      *zap.Logger
 	onBatch func(changes int, took time.Duration)
-
-	meta func() []byte // the value of models/<model>/meta in every transaction, or nil
+	meta    func() []byte
 
 	mu      sync.Mutex
 	queue   []*request
 	wake    chan struct{}
 	stopped error
+	next    uint64 // the log sequence number of the next entry
+	written int64  // log bytes written by this committer
 }
 
 type request struct {
-	changes []Change
+	body    []byte // encoded records
+	changes int
+	mark    bool
+	at      LogPosition // a mark's answer
 	done    chan error
 }
 
+// LogPosition is a point of the log: the next sequence number, and the log
+// bytes a committer wrote before it.
+type LogPosition struct {
+	Seq     uint64
+	Written int64
+}
+
+// CommitterOption configures a Committer.
+type CommitterOption func(*Committer)
+
+// WithMeta makes every transaction also put models/<model>/meta with the
+// value meta returns (the writer and its fence).
+func WithMeta(meta func() []byte) CommitterOption {
+	return func(c *Committer) { c.meta = meta }
+}
+
 // NewCommitter returns a committer for model whose transactions are fenced by
-// fenced (coord.ModelLock.Txn). onBatch, if not nil, is told the size and
-// duration of every transaction. Run must be running for Submit to progress.
-func NewCommitter(model string, fenced FenceFunc, lg *zap.Logger, onBatch func(int, time.Duration), opts ...CommitterOption) *Committer {
+// fenced (coord.ModelLock.Txn), appending from log sequence number next (the
+// State.NextSeq of the load the writer's memory came from). onBatch, if not
+// nil, is told the number of changes and the duration of every
+// transaction. Run must be running for Submit to progress.
+func NewCommitter(model string, fenced FenceFunc, lg *zap.Logger, next uint64, onBatch func(int, time.Duration), opts ...CommitterOption) *Committer {
 	c := &Committer{model: model, prefix: coord.ModelPrefix(model), fenced: fenced, lg: lg.Named("kb"),
-		onBatch: onBatch, wake: make(chan struct{}, 1)}
+		onBatch: onBatch, wake: make(chan struct{}, 1), next: next}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
 }
 
-// MetaKey is the model record, relative to models/<model>/.
-const MetaKey = "meta"
-
-// CommitterOption configures a Committer.
-type CommitterOption func(*Committer)
-
-// WithMeta makes every transaction also put models/<model>/meta with the
-// value meta returns (the writer and its fence), so the model's history in
-// etcd tells who wrote each change under which lock. A Clear then keeps the
-// meta key: it deletes everything else of the model.
-func WithMeta(meta func() []byte) CommitterOption {
-	return func(c *Committer) { c.meta = meta }
-}
-
-// Submit queues changes and waits until etcd has accepted them. Call it in the
-// order the changes were made (the order of Submit calls is the write order);
-// it may be called from many goroutines. ctx only bounds the wait: once
-// queued, changes may still be written after ctx ends.
-func (c *Committer) Submit(ctx context.Context, changes ...Change) error {
+// Submit queues changes and waits until etcd holds them. ctx only bounds the
+// wait: once queued, changes may still be written after ctx ends.
+func (c *Committer) Submit(ctx context.Context, changes ...processor.Change) error {
 	done, err := c.Enqueue(changes...)
 	if err != nil {
 		return err
@@ -121,24 +122,41 @@ func (c *Committer) Submit(ctx context.Context, changes ...Change) error {
 	}
 }
 
-// Enqueue queues changes without waiting; the channel yields the result. It
-// lets a caller fix the write order while holding its own lock and wait
-// after releasing it. It refuses, queueing nothing, a clear mixed with puts,
-// a put without a key, a record above MaxRecordBytes (ErrTooLarge), and
-// anything after the committer stopped or failed.
-func (c *Committer) Enqueue(changes ...Change) (<-chan error, error) {
+// Enqueue encodes changes and queues them without waiting; the channel
+// yields the result. It lets a caller fix the write order while holding its
+// own lock and wait after releasing it (the order of Enqueue calls is the
+// write order). It refuses, queueing nothing, a change that does not encode,
+// a change set above 32 MiB encoded (ErrTooLarge), and anything after the
+// committer stopped or failed.
+func (c *Committer) Enqueue(changes ...processor.Change) (<-chan error, error) {
+	var body []byte
 	for _, ch := range changes {
-		if ch.Clear && len(changes) > 1 {
-			return nil, fmt.Errorf("kb: model %s: a clear must be submitted alone", c.model)
+		var err error
+		if body, err = appendChange(body, ch); err != nil {
+			return nil, fmt.Errorf("kb: model %s: %w", c.model, err)
 		}
-		if !ch.Clear && ch.Put.Key == "" {
-			return nil, fmt.Errorf("kb: model %s: change without a key", c.model)
-		}
-		if n := len(ch.Put.Key) + len(ch.Put.Value); n > MaxRecordBytes {
-			return nil, fmt.Errorf("%w: model %s: record %s is %d bytes, at most %d fit", ErrTooLarge, c.model, ch.Put.Key, n, MaxRecordBytes)
+		if len(body) > maxChangeSetBytes {
+			return nil, fmt.Errorf("%w: model %s: one change set of more than %d bytes", ErrTooLarge, c.model, maxChangeSetBytes)
 		}
 	}
-	r := &request{changes: changes, done: make(chan error, 1)}
+	if len(body) == 0 {
+		done := make(chan error, 1)
+		done <- nil
+		return done, nil
+	}
+	return c.push(&request{body: body, changes: len(changes), done: make(chan error, 1)})
+}
+
+// Mark returns the log position once every change enqueued before it is
+// durable: a checkpoint that froze the writer's memory at the time of the
+// Mark covers the log up to that position.
+func (c *Committer) Mark() (<-chan error, func() LogPosition, error) {
+	r := &request{mark: true, done: make(chan error, 1)}
+	done, err := c.push(r)
+	return done, func() LogPosition { return r.at }, err
+}
+
+func (c *Committer) push(r *request) (<-chan error, error) {
 	c.mu.Lock()
 	if c.stopped != nil {
 		c.mu.Unlock()
@@ -151,6 +169,13 @@ func (c *Committer) Enqueue(changes ...Change) (<-chan error, error) {
 	default:
 	}
 	return r.done, nil
+}
+
+// Position returns where the log is now.
+func (c *Committer) Position() LogPosition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return LogPosition{Seq: c.next, Written: c.written}
 }
 
 // Run writes queued changes until ctx ends or a write fails. When ctx ends
@@ -169,7 +194,12 @@ func (c *Committer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		err := c.write(ctx, batch)
+		var err error
+		if batch[0].mark {
+			batch[0].at = c.Position()
+		} else {
+			err = c.write(ctx, batch)
+		}
 		for _, r := range batch {
 			r.done <- err
 		}
@@ -196,117 +226,71 @@ func (c *Committer) stop(err error) {
 	}
 }
 
-// cost is what a submission adds to a transaction.
-func (r *request) cost() (ops, size int, clear bool) {
-	for _, ch := range r.changes {
-		ops++
-		size += len(ch.Put.Key) + len(ch.Put.Value)
-		clear = clear || ch.Clear
-	}
-	return ops, size, clear
-}
-
 // take removes the next batch from the head of the queue: consecutive
-// submissions that fit one transaction together, or one submission alone (a
-// Clear, or one larger than a transaction). It returns nil for an empty
-// queue.
+// submissions whose records fit one log entry together, one larger
+// submission alone, or a mark alone. It returns nil for an empty queue.
 func (c *Committer) take() []*request {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var batch []*request
-	ops, size := 0, 0
+	size := 0
 	for len(c.queue) > 0 {
 		r := c.queue[0]
-		rops, rsize, clear := r.cost()
-		if len(batch) > 0 && (clear || ops+rops > maxTxnOps || size+rsize > maxTxnBytes) {
+		if len(batch) > 0 && (r.mark || size+len(r.body) > maxPartBytes) {
 			break
 		}
 		batch = append(batch, r)
 		c.queue = c.queue[1:]
-		ops += rops
-		size += rsize
-		if clear {
+		size += len(r.body)
+		if r.mark {
 			break
 		}
 	}
 	return batch
 }
 
-// write sends the changes of batch: one fenced transaction, or several in
-// order when one submission is larger than a transaction.
+// write appends the records of batch to the log as one group: one entry, or
+// several when it is larger than one etcd request.
 func (c *Committer) write(ctx context.Context, batch []*request) error {
-	var ops []clientv3.Op
-	var sizes []int
-	index := map[string]int{} // key -> position in ops, so the last put wins
+	var body []byte
 	n := 0
 	for _, r := range batch {
-		for _, ch := range r.changes {
-			n++
-			if ch.Clear {
-				ops = append(ops, c.clearOps()...)
-				sizes = append(sizes, 0, 0)
-				continue
-			}
-			if c.meta != nil && ch.Put.Key == MetaKey {
-				continue // the committer's own meta wins
-			}
-			op := clientv3.OpPut(c.prefix+ch.Put.Key, string(ch.Put.Value))
-			if i, ok := index[ch.Put.Key]; ok {
-				ops[i] = op
-				sizes[i] = len(ch.Put.Key) + len(ch.Put.Value)
-				continue
-			}
-			index[ch.Put.Key] = len(ops)
-			ops = append(ops, op)
-			sizes = append(sizes, len(ch.Put.Key)+len(ch.Put.Value))
-		}
+		body = append(body, r.body...)
+		n += r.changes
 	}
-	parts := split(ops, sizes)
-	for i, part := range parts {
+	z, codec := compress(body)
+	parts := (len(z) + maxPartBytes - 1) / maxPartBytes
+	first := c.Position().Seq
+	for i := range parts {
+		part := z[i*maxPartBytes : min((i+1)*maxPartBytes, len(z))]
+		last := i == parts-1
+		ops := []clientv3.Op{clientv3.OpPut(c.prefix+logKey(first+uint64(i)), string(frameLogEntry(codec, first, last, part)))}
 		if c.meta != nil {
-			part = append(part, clientv3.OpPut(c.prefix+MetaKey, string(c.meta())))
+			ops = append(ops, clientv3.OpPut(c.prefix+MetaKey, string(c.meta())))
 		}
 		start := time.Now()
-		_, err := c.fenced(ctx).Then(part...).Commit()
+		_, err := c.fenced(ctx).Then(ops...).Commit()
+		c.mu.Lock()
+		c.next = first + uint64(i) + 1 // even a failed entry's number is not reused
+		if err == nil {
+			c.written += int64(len(part))
+		}
+		c.mu.Unlock()
 		if err != nil {
-			err = classify(ctx, err)
-			if i > 0 && !errors.Is(err, ErrOutcomeUnknown) {
-				err = fmt.Errorf("%w: %d of %d transactions of one change set committed: %w", ErrOutcomeUnknown, i, len(parts), err)
+			if last {
+				err = classify(ctx, err)
+			} else if !errors.Is(err, coord.ErrLockLost) && !errors.Is(err, coord.ErrNotLocked) {
+				// The group's last entry was never sent: nothing of it is visible.
+				err = fmt.Errorf("entry %d of %d of one change set: %w", i+1, parts, err)
 			}
-			c.lg.Warn("model write failed", zap.String("model", c.model), zap.Int("changes", n), zap.Int("part", i+1), zap.Int("parts", len(parts)), zap.Error(err))
+			c.lg.Warn("model write failed", zap.String("model", c.model), zap.Int("changes", n), zap.Int("part", i+1), zap.Int("parts", parts), zap.Error(err))
 			return err
 		}
-		if c.onBatch != nil {
-			c.onBatch(len(part), time.Since(start))
+		if c.onBatch != nil && last {
+			c.onBatch(n, time.Since(start))
 		}
 	}
 	return nil
-}
-
-// clearOps deletes every record of the model; with WithMeta, all but the
-// meta key, which the transaction rewrites.
-func (c *Committer) clearOps() []clientv3.Op {
-	if c.meta == nil {
-		return []clientv3.Op{clientv3.OpDelete(c.prefix, clientv3.WithPrefix())}
-	}
-	metaKey := c.prefix + MetaKey
-	return []clientv3.Op{clientv3.OpDelete(c.prefix, clientv3.WithRange(metaKey)),
-		clientv3.OpDelete(metaKey+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(c.prefix)))}
-}
-
-// split cuts ops into consecutive parts of at most maxTxnOps operations and
-// maxTxnBytes bytes each (every single op fits: Enqueue checked it).
-func split(ops []clientv3.Op, sizes []int) [][]clientv3.Op {
-	var parts [][]clientv3.Op
-	from, size := 0, 0
-	for i := range ops {
-		if i > from && (i-from >= maxTxnOps || size+sizes[i] > maxTxnBytes) {
-			parts = append(parts, ops[from:i:i])
-			from, size = i, 0
-		}
-		size += sizes[i]
-	}
-	return append(parts, ops[from:len(ops):len(ops)])
 }
 
 // classify says what a failed transaction means for its changes: a lost

@@ -22,4 +22,15 @@ var (
 	// ErrCompacted is returned by Follow when the revision to follow from is
 	// gone: the caller loads the model again.
 	ErrCompacted = errors.New("kb: model history compacted; reload")
+	// ErrCorrupt is returned for a stored model that cannot be read: a record
+	// that does not decode, a log that skips a change, a snapshot missing a
+	// chunk. The model is refused, never read in part.
+	ErrCorrupt = errors.New("kb: stored model is corrupt")
+	// ErrUnknownFormat is returned for a model stored in a format version
+	// this build does not know (written by a newer node).
+	ErrUnknownFormat = errors.New("kb: stored model has an unknown format version")
+	// ErrReplaced is returned by Follow when the followed model was replaced
+	// as a whole (imported, removed) or written in the old layout: the
+	// follower loads it again.
+	ErrReplaced = errors.New("kb: model replaced; reload")
 )

@@ -1,11 +1,17 @@
 package kb
 
+// This file reads a model: Load streams it at one revision (snapshot, then
+// log), Follow keeps a copy current from the log.
+
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -13,148 +19,347 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/processor"
 )
 
-// Record is one stored key of a model, relative to models/<model>/.
-type Record struct {
-	Key   string
-	Value []byte
-	// ModRev is the etcd revision of the record's last write (read side only).
-	ModRev int64
+// Loader receives a model as Load reads it: first every record of the
+// snapshot (PutPattern and PutVector changes, in the snapshot's order; a
+// pattern's Name may be empty: it is the hash of its events), then Built,
+// then every group of the log after the snapshot, in order.
+type Loader interface {
+	Record(processor.Change) error
+	Built() error
+	Changes(processor.Changes) error
 }
 
-// Load streams every record of model at one revision (etcd's RangeStream:
-// no page makes etcd count the rest of the range, so a load costs one pass
-// over the model), calling fn for each in key order as it arrives, and
-// returns the revision read. progress, if not nil, is told the number of
-// records read after every chunk; the log gets a line every 2 s for large
-// models. An etcd older than 3.7 has no RangeStream: then Load reads pages
-// of 1000 keys at one revision instead (each page makes etcd count the rest
-// of the range, so that costs O(n²/1000)) and logs a warning.
-func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error, progress func(records int64)) (int64, error) {
+// State is what a Load found.
+type State struct {
+	// Rev is the etcd revision the model was read at.
+	Rev int64
+	// Head is the model's head record; nil for a model without a snapshot
+	// (new, or stored in the layout before FormatVersion 1: Legacy).
+	Head   *Head
+	Legacy bool
+	// MetaRev is the mod revision of the meta key (0 if none).
+	MetaRev int64
+	// NextSeq is the log sequence number of the next entry; LogEntries and
+	// LogBytes what the log after the snapshot holds.
+	NextSeq    uint64
+	LogEntries int
+	LogBytes   int64
+	// Records counts the snapshot's records.
+	Records int64
+}
+
+// Base is the model's base (see Head.Base).
+func (s State) Base() string {
+	if s.Head == nil {
+		return ""
+	}
+	return s.Head.Base
+}
+
+// Load reads model at one revision, streaming it (etcd's RangeStream: no
+// page makes etcd count the rest of the range) and handing every record to l
+// as it arrives, and returns what it found. progress, if not nil, is told
+// the number of records and log entries read so far; the log gets a line
+// every 2 s for large models.
+func Load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l Loader, progress func(records int64)) (State, error) {
+	return load(ctx, kv, lg, model, l, progress, loadOpts{snapshot: true, log: true})
+}
+
+// loadOpts says what a load reads: the snapshot, the log, at which revision
+// (0: the current one).
+type loadOpts struct {
+	rev           int64
+	snapshot, log bool
+}
+
+func load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l Loader, progress func(records int64), o loadOpts) (State, error) {
 	prefix := coord.ModelPrefix(model)
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := kv.GetStream(sctx, prefix, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)))
-	if status.Code(err) == codes.Unimplemented {
-		return loadPaged(ctx, kv, lg, model, fn, progress, err)
+	var revOpt []clientv3.OpOption
+	if o.rev > 0 {
+		revOpt = append(revOpt, clientv3.WithRev(o.rev))
 	}
+	resp, err := kv.Txn(ctx).Then(clientv3.OpGet(prefix+HeadKey, revOpt...), clientv3.OpGet(prefix+MetaKey, revOpt...)).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("kb: load model %s: %w", model, err)
+		return State{}, fmt.Errorf("kb: load model %s: %w", model, err)
 	}
-	// Whatever ends the load, the stream's goroutines end once it is drained.
-	defer func() {
-		cancel()
-		for range stream {
+	st := State{Rev: resp.Header.Revision}
+	if o.rev > 0 {
+		st.Rev = o.rev
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		st.MetaRev = kvs[0].ModRevision
+		if f := metaFormat(kvs[0].Value); f > FormatVersion {
+			return State{}, unknownFormat(model, "meta record", f)
 		}
-	}()
-	var rev, n int64
+	}
 	start, lastLog := time.Now(), time.Now()
-	for resp := range stream {
-		if err := resp.Err(); err != nil {
-			if n == 0 && status.Code(err) == codes.Unimplemented {
-				return loadPaged(ctx, kv, lg, model, fn, progress, err)
-			}
-			return 0, fmt.Errorf("kb: load model %s after %d records: %w", model, n, err)
-		}
-		for _, item := range resp.Kvs {
-			if err := fn(Record{Key: string(item.Key[len(prefix):]), Value: item.Value, ModRev: item.ModRevision}); err != nil {
-				return 0, fmt.Errorf("kb: load model %s: record %s: %w", model, item.Key[len(prefix):], err)
-			}
-		}
-		n += int64(len(resp.Kvs))
-		if resp.Header != nil {
-			rev = resp.Header.Revision
-		}
+	var n int64
+	tick := func() {
 		if progress != nil {
 			progress(n)
 		}
 		if time.Since(lastLog) > 2*time.Second {
 			lastLog = time.Now()
-			lg.Info("loading model", zap.String("model", model), zap.Int64("records", n), zap.Duration("for", time.Since(start)))
+			lg.Info("loading model", zap.String("model", model), zap.Int64("read", n), zap.Duration("for", time.Since(start)))
 		}
 	}
-	if rev == 0 {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		return 0, fmt.Errorf("kb: load model %s: the stream ended without its revision", model)
+	record := func(ch processor.Change) error {
+		n++
+		st.Records++
+		return l.Record(ch)
 	}
-	if n >= 1000 || time.Since(start) > time.Second {
-		lg.Info("model loaded", zap.String("model", model), zap.Int64("records", n), zap.Int64("revision", rev), zap.Duration("took", time.Since(start)))
-	}
-	return rev, nil
-}
 
-// loadPaged is Load for an etcd without RangeStream: pages of 1000 keys at
-// the revision of the first.
-func loadPaged(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, fn func(Record) error, progress func(int64), why error) (int64, error) {
-	lg.Warn("etcd cannot stream a range (RangeStream needs etcd 3.7); loading the model page by page, which is slow for large models",
-		zap.String("model", model), zap.Error(why))
-	prefix := coord.ModelPrefix(model)
-	end := clientv3.GetPrefixRangeEnd(prefix)
-	key, rev, n := prefix, int64(0), int64(0)
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := kv.Get(ctx, key, opts...)
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		h, err := decodeHead(model, kvs[0].Value)
 		if err != nil {
-			return 0, fmt.Errorf("kb: load model %s after %d records: %w", model, n, err)
+			return State{}, err
 		}
-		if rev == 0 {
-			rev = resp.Header.Revision // later pages read at it
+		st.Head, st.NextSeq = &h, h.LogFrom
+	}
+	if h := st.Head; h != nil && o.snapshot {
+		chunks := 0
+		err = stream(ctx, kv, prefix+chunkPrefix(h.Snapshot), st.Rev, func(item *mvccpb.KeyValue) error {
+			key := string(item.Key[len(prefix):])
+			if key != chunkKey(h.Snapshot, chunks) {
+				return fmt.Errorf("%w: model %s: snapshot chunk %s where chunk %d was expected", ErrCorrupt, model, key, chunks)
+			}
+			chunks++
+			body, err := openChunk(model, key, item.Value)
+			if err != nil {
+				return err
+			}
+			return decodeChanges(body, false, record)
+		}, tick)
+		if err == nil && chunks != h.Chunks {
+			err = fmt.Errorf("%w: model %s: snapshot %s has %d of its %d chunks", ErrCorrupt, model, h.Snapshot, chunks, h.Chunks)
 		}
-		for _, item := range resp.Kvs {
-			if err := fn(Record{Key: string(item.Key[len(prefix):]), Value: item.Value, ModRev: item.ModRevision}); err != nil {
-				return 0, fmt.Errorf("kb: load model %s: record %s: %w", model, item.Key[len(prefix):], err)
+		if err == nil {
+			err = noLegacy(ctx, kv, model, st.Rev)
+		}
+		if err != nil {
+			return State{}, fmt.Errorf("kb: load model %s: %w", model, err)
+		}
+	} else if o.snapshot {
+		for _, dir := range []string{legacyPatterns, legacyVectorDir} {
+			err := stream(ctx, kv, prefix+dir, st.Rev, func(item *mvccpb.KeyValue) error {
+				st.Legacy = true
+				ch, err := decodeLegacy(string(item.Key[len(prefix):]), item.Value)
+				if err != nil {
+					return err
+				}
+				return record(ch)
+			}, tick)
+			if err != nil {
+				return State{}, fmt.Errorf("kb: load model %s: %w", model, err)
 			}
 		}
-		n += int64(len(resp.Kvs))
-		if progress != nil {
-			progress(n)
+	}
+	if err := l.Built(); err != nil {
+		return State{}, err
+	}
+
+	if !o.log {
+		return st, nil
+	}
+	g := &groups{model: model, next: st.NextSeq}
+	err = stream(ctx, kv, prefix+logDir, st.Rev, func(item *mvccpb.KeyValue) error {
+		e, err := openLogEntry(model, string(item.Key[len(prefix):]), item.Value)
+		if err != nil {
+			return err
 		}
+		st.LogEntries++
+		st.LogBytes += int64(len(e.part))
+		n++
+		body, err := g.add(e)
+		if err != nil || body == nil {
+			return err
+		}
+		var chs processor.Changes
+		if err := decodeChanges(body, true, func(ch processor.Change) error { chs = append(chs, ch); return nil }); err != nil {
+			return fmt.Errorf("log entry %d: %w", e.seq, err)
+		}
+		return l.Changes(chs)
+	}, tick)
+	if err != nil {
+		return State{}, fmt.Errorf("kb: load model %s: %w", model, err)
+	}
+	st.NextSeq = g.next
+	if g.dropped > 0 || g.open {
+		lg.Info("model log holds changes whose writer failed before they were complete; they were never visible and are skipped",
+			zap.String("model", model), zap.Int("groups", g.dropped+btoi(g.open)))
+	}
+	if n >= 1000 || time.Since(start) > time.Second {
+		lg.Info("model loaded", zap.String("model", model), zap.Int64("records", st.Records), zap.Int("log_entries", st.LogEntries),
+			zap.Int64("revision", st.Rev), zap.Duration("took", time.Since(start)))
+	}
+	return st, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// decodeLegacy reads a record of the layout before FormatVersion 1.
+func decodeLegacy(key string, v []byte) (processor.Change, error) {
+	switch {
+	case strings.HasPrefix(key, legacyPatterns):
+		var p processor.PatternRecord
+		if err := p.UnmarshalJSON(v); err != nil {
+			return processor.Change{}, fmt.Errorf("%s: %w", key, err)
+		}
+		return processor.Change{Kind: processor.PutPattern, Pattern: p}, nil
+	default:
+		var r processor.VectorRecord
+		if err := r.UnmarshalJSON(v); err != nil {
+			return processor.Change{}, fmt.Errorf("%s: %w", key, err)
+		}
+		return processor.Change{Kind: processor.PutVector, Vector: r}, nil
+	}
+}
+
+// stream reads every key under prefix at rev,
+// calling fn for each in key order as it arrives and tick after each
+// response. An etcd older than 3.7 has no RangeStream: then it reads pages
+// of 1000 keys instead (each page makes etcd count the rest of the range).
+func stream(ctx context.Context, kv clientv3.KV, prefix string, rev int64, fn func(*mvccpb.KeyValue) error, tick func()) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := kv.GetStream(sctx, prefix, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithRev(rev))
+	if status.Code(err) == codes.Unimplemented {
+		return streamPaged(ctx, kv, prefix, rev, fn, tick)
+	}
+	if err != nil {
+		return err
+	}
+	// Whatever ends the read, the stream's goroutines end once it is drained.
+	defer func() {
+		cancel()
+		for range ch {
+		}
+	}()
+	got := false
+	for resp := range ch {
+		if err := resp.Err(); err != nil {
+			if !got && status.Code(err) == codes.Unimplemented {
+				return streamPaged(ctx, kv, prefix, rev, fn, tick)
+			}
+			return err
+		}
+		got = true
+		for _, item := range resp.Kvs {
+			if err := fn(item); err != nil {
+				return fmt.Errorf("%s: %w", item.Key, err)
+			}
+		}
+		tick()
+	}
+	if !got {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return errors.New("the stream ended without an answer")
+	}
+	return nil
+}
+
+func streamPaged(ctx context.Context, kv clientv3.KV, prefix string, rev int64, fn func(*mvccpb.KeyValue) error, tick func()) error {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
+	for {
+		resp, err := kv.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(1000), clientv3.WithRev(rev))
+		if err != nil {
+			return err
+		}
+		for _, item := range resp.Kvs {
+			if err := fn(item); err != nil {
+				return fmt.Errorf("%s: %w", item.Key, err)
+			}
+		}
+		tick()
 		if !resp.More || len(resp.Kvs) == 0 {
-			return rev, nil
+			return nil
 		}
 		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 }
 
-// Event is a change of a followed model: a record put, or deleted (Value
-// nil).
-type Event struct {
-	Record
-	Deleted bool
+// Current is the model's state now, without its records: for a holder that
+// takes over a copy it kept current.
+type Current struct {
+	Rev     int64
+	Head    *Head
+	MetaRev int64
+	// Legacy says records of the layout before FormatVersion 1 are stored.
+	Legacy bool
+}
+
+// ReadCurrent reads the model's head, the revision of its meta key, and
+// whether it holds records of the old layout, at one revision.
+func ReadCurrent(ctx context.Context, kv clientv3.KV, model string) (Current, error) {
+	prefix := coord.ModelPrefix(model)
+	one := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1)}
+	resp, err := kv.Txn(ctx).Then(clientv3.OpGet(prefix+HeadKey), clientv3.OpGet(prefix+MetaKey),
+		clientv3.OpGet(prefix+legacyPatterns, one...), clientv3.OpGet(prefix+legacyVectorDir, one...)).Commit()
+	if err != nil {
+		return Current{}, fmt.Errorf("kb: read model %s: %w", model, err)
+	}
+	c := Current{Rev: resp.Header.Revision}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		h, err := decodeHead(model, kvs[0].Value)
+		if err != nil {
+			return Current{}, err
+		}
+		c.Head = &h
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		c.MetaRev = kvs[0].ModRevision
+	}
+	c.Legacy = len(resp.Responses[2].GetResponseRange().Kvs)+len(resp.Responses[3].GetResponseRange().Kvs) > 0
+	return c, nil
 }
 
 // RequestProgress asks etcd to tell every Follow of this client how far it
-// is (a call with no events), so a caller can wait until a follower has seen
-// a revision.
+// is (a call with no changes), so a caller can wait until a follower has
+// seen a revision.
 func RequestProgress(ctx context.Context, cli *clientv3.Client) error {
 	return cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 }
 
-// Follow calls fn with every revision that changed model from fromRev on,
-// in order, with all the events of that revision (one transaction) at once,
-// until ctx ends or fn fails. A call with no events is a progress
-// notification: every change up to rev was delivered. A broken watch
-// resumes after the last revision delivered; a compacted history returns
-// ErrCompacted (load again, then follow from the load's revision + 1).
-func Follow(ctx context.Context, cli *clientv3.Client, model string, fromRev int64, fn func(rev int64, events []Event) error) error {
+// Follow calls fn with the changes of every revision that changed the model
+// after st (a Load's State), in order, each revision's log groups at once,
+// until ctx ends or fn fails. A call with no changes says every change up to
+// rev was delivered (a progress notification, or a revision that wrote no
+// complete group: a checkpoint, a part of a large group). A broken watch
+// resumes after the last revision delivered. It returns ErrCompacted when the
+// history to follow is gone, and ErrReplaced when the model was replaced
+// (imported, removed, or written in the old layout by an older node): load
+// again either way.
+//
+// fn is also told next, the log sequence number of the next entry after
+// what it was given (what a Committer continuing from this copy starts at).
+func Follow(ctx context.Context, cli *clientv3.Client, model string, st State, fn func(rev int64, next uint64, changes processor.Changes) error) error {
 	prefix := coord.ModelPrefix(model)
-	next := fromRev
+	g := &groups{model: model, next: st.NextSeq}
+	base := st.Base()
+	next := st.Rev + 1
 	for {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(next))
+		// head, log/ and meta: what a follower needs (snapshot chunks and the
+		// old layout's records, written or deleted in bulk, are not).
+		wch := cli.Watch(wctx, prefix+HeadKey, clientv3.WithRange(prefix+MetaKey+"\x00"), clientv3.WithRev(next))
 		err := func() error {
 			for resp := range wch {
 				if err := resp.Err(); err != nil {
 					return err
 				}
 				if resp.IsProgressNotify() {
-					if err := fn(resp.Header.Revision, nil); err != nil {
+					if err := fn(resp.Header.Revision, g.next, nil); err != nil {
 						return &handlerError{err}
 					}
 					continue
@@ -167,15 +372,11 @@ func Follow(ctx context.Context, cli *clientv3.Client, model string, fromRev int
 					for k < len(evs) && evs[k].Kv.ModRevision == rev {
 						k++
 					}
-					batch := make([]Event, k)
-					for i, ev := range evs[:k] {
-						batch[i] = Event{Record: Record{Key: string(ev.Kv.Key[len(prefix):]), ModRev: ev.Kv.ModRevision},
-							Deleted: ev.Type == clientv3.EventTypeDelete}
-						if !batch[i].Deleted {
-							batch[i].Value = ev.Kv.Value
-						}
+					chs, err := followRevision(model, prefix, base, g, evs[:k])
+					if err != nil {
+						return &handlerError{err}
 					}
-					if err := fn(rev, batch); err != nil {
+					if err := fn(rev, g.next, chs); err != nil {
 						return &handlerError{err}
 					}
 					next = rev + 1
@@ -203,6 +404,85 @@ func Follow(ctx context.Context, cli *clientv3.Client, model string, fromRev int
 		case <-t.C:
 		}
 	}
+}
+
+// followRevision turns the events of one revision into the changes of the
+// log groups it completes.
+func followRevision(model, prefix, base string, g *groups, evs []*clientv3.Event) (processor.Changes, error) {
+	var chs processor.Changes
+	for _, ev := range evs {
+		key := string(ev.Kv.Key[len(prefix):])
+		del := ev.Type == clientv3.EventTypeDelete
+		switch {
+		case key == HeadKey:
+			if del {
+				return nil, fmt.Errorf("%w: model %s: its head was deleted", ErrReplaced, model)
+			}
+			h, err := decodeHead(model, ev.Kv.Value)
+			if err != nil {
+				return nil, err
+			}
+			if h.Base != base {
+				return nil, fmt.Errorf("%w: model %s was replaced (base %q, followed %q)", ErrReplaced, model, h.Base, base)
+			}
+		case strings.HasPrefix(key, logDir) && !del:
+			e, err := openLogEntry(model, key, ev.Kv.Value)
+			if err != nil {
+				return nil, err
+			}
+			body, err := g.add(e)
+			if errors.Is(err, errLogGap) {
+				return nil, fmt.Errorf("%w: %v", ErrReplaced, err)
+			}
+			if err != nil || body == nil {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err := decodeChanges(body, true, func(ch processor.Change) error { chs = append(chs, ch); return nil }); err != nil {
+				return nil, fmt.Errorf("log entry %d: %w", e.seq, err)
+			}
+		case key == MetaKey:
+			if del {
+				return nil, fmt.Errorf("%w: model %s was removed", ErrReplaced, model)
+			}
+			if f := metaFormat(ev.Kv.Value); f != FormatVersion {
+				return nil, fmt.Errorf("%w: model %s was written by a node of format version %d, this one follows %d", ErrReplaced, model, f, FormatVersion)
+			}
+		}
+		// Deletes of log entries (a checkpoint) change nothing the follower
+		// holds.
+	}
+	return chs, nil
+}
+
+// metaFormat returns the format version a meta record names (0: a node of
+// the layout before FormatVersion 1 wrote it).
+func metaFormat(b []byte) int {
+	var m struct {
+		Format int `json:"format"`
+	}
+	_ = json.Unmarshal(b, &m)
+	return m.Format
+}
+
+// noLegacy refuses a model with a snapshot that also holds records of the
+// layout before it: an older node wrote them after the model was converted,
+// and reading the snapshot alone would lose them.
+func noLegacy(ctx context.Context, kv clientv3.KV, model string, rev int64) error {
+	prefix := coord.ModelPrefix(model)
+	resp, err := kv.Txn(ctx).Then(
+		clientv3.OpGet(prefix+legacyPatterns, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithCountOnly()),
+		clientv3.OpGet(prefix+legacyVectorDir, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return err
+	}
+	if n := resp.Responses[0].GetResponseRange().Count + resp.Responses[1].GetResponseRange().Count; n > 0 {
+		return fmt.Errorf("%w: model %s: %d records of the layout before format version %d were written after it was converted (a node older than this one wrote them): stop every older node of the model, then export it with that older katoctl and import it again",
+			ErrCorrupt, model, n, FormatVersion)
+	}
+	return nil
 }
 
 type handlerError struct{ err error }

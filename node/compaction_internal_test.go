@@ -12,6 +12,7 @@ import (
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
+	"github.com/kato-coord/kato/node/kb"
 )
 
 // seen collects what a watcher delivered.
@@ -115,6 +116,10 @@ func TestWatchersSurviveCompaction(t *testing.T) {
 	if _, err := model.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
+	com := kb.NewCommitter("m", model.Txn, lg, 0, nil)
+	cctx, stopCom := context.WithCancel(ctx)
+	defer stopCom()
+	go com.Run(cctx)
 	change := func(id, msg string, pattern []string, seq uint64, lockModel string) string {
 		t.Helper()
 		if err := reg.Register(ctx, &coord.Instance{ID: id, Name: id, Model: lockModel, Host: "h", APIURL: "http://h:1", MetricsURL: "http://h:1/metrics", Status: coord.StatusRunning}); err != nil {
@@ -127,8 +132,8 @@ func TestWatchersSurviveCompaction(t *testing.T) {
 		if _, err := other.Lock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		op, name := patternPut(t, "m", [][]string{pattern}, seq)
-		if _, err := model.Txn(ctx).Then(op).Commit(); err != nil {
+		ch, name := patternChange([][]string{pattern}, seq)
+		if err := com.Submit(ctx, ch); err != nil {
 			t.Fatal(err)
 		}
 		return name

@@ -114,7 +114,7 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w := kb.NewSnapshot(c.meta.Model, c.lock.Txn)
+	w := kb.NewSnapshot(c.meta.Model, c.lock.Txn, c.meta.Encode)
 	for _, r := range pats {
 		if err := w.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err != nil {
 			return err
@@ -138,7 +138,7 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	if c.st.head != nil {
 		base = c.st.head.Base
 	}
-	h, err := w.Publish(ctx, base, pos.Seq, false, c.meta.Writer, c.meta.Encode())
+	h, err := w.Publish(ctx, base, pos.Seq, false, c.meta.Writer)
 	if err != nil {
 		return err
 	}

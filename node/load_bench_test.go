@@ -269,13 +269,13 @@ func writeSnapshot(b *testing.B, ctx context.Context, cli *clientv3.Client, mode
 		b.Fatal(err)
 	}
 	defer lock.Unlock(ctx)
-	im := kb.NewImport(model, lock.Txn)
+	im := kb.NewImport(model, lock.Txn, nil)
 	for _, r := range benchRecords(n) {
 		if err := im.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err != nil {
 			b.Fatal(err)
 		}
 	}
-	h, err := im.Publish(ctx, "bench", nil)
+	h, err := im.Publish(ctx, "bench")
 	if err != nil {
 		b.Fatal(err)
 	}

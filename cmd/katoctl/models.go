@@ -339,7 +339,9 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 			model, resp.Count, model)
 	}
 
-	im := kb.NewImport(model, lock.Txn)
+	fence, _ := lock.Fence()
+	meta := kb.Meta{V: coord.SchemaVersion, Model: model, Writer: "katoctl-import", Host: coord.Hostname(), Fence: fence.Rev}
+	im := kb.NewImport(model, lock.Txn, meta.Encode)
 	prog := &progress{w: c.App.ErrWriter, verb: "imported", every: c.Int("progress")}
 	br := bufio.NewReaderSize(in, 64<<10)
 	var buf []byte
@@ -368,10 +370,9 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 	if n.Total() == 0 {
 		return fmt.Errorf("models import %s: %s holds no records; nothing written", model, name)
 	}
-	fence, _ := lock.Fence()
 	ctx, cancel = cliutil.CommandContext(c)
 	defer cancel()
-	h, err := im.Publish(ctx, "katoctl-import", kb.Meta{V: coord.SchemaVersion, Model: model, Writer: "katoctl-import", Host: coord.Hostname(), Fence: fence.Rev}.Encode())
+	h, err := im.Publish(ctx, "katoctl-import")
 	if err != nil {
 		im.Abort(context.WithoutCancel(c.Context))
 		return fmt.Errorf("models import %s: %w; the model is as it was", model, err)

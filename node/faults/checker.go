@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/kb"
+	"github.com/kato-coord/kato/node/processor"
 )
 
 // Input is everything the checker looks at: etcd's history of the root
@@ -140,9 +142,37 @@ func modelOf(key string) string {
 	return m
 }
 
-// patternKey is where a learned pattern is stored.
+// patternKey names a pattern of a model.
 func patternKey(model, pattern string) string {
 	return coord.ModelPrefix(model) + "patterns/" + pattern
+}
+
+// presence is a kb.Loader that keeps the names of a model's patterns.
+type presence map[string]bool
+
+func (p presence) Record(ch processor.Change) error {
+	if ch.Kind == processor.PutPattern {
+		name := ch.Pattern.Name
+		if name == "" {
+			name = processor.ModelName(ch.Pattern.Events)
+		}
+		p[name] = true
+	}
+	return nil
+}
+
+func (p presence) Built() error { return nil }
+
+func (p presence) Changes(chs processor.Changes) error {
+	for _, ch := range chs {
+		switch ch.Kind {
+		case processor.PutPattern:
+			p[ch.Pattern.Name] = true
+		case processor.ClearAll:
+			clear(p)
+		}
+	}
+	return nil
 }
 
 // Check checks every promise over in. What it checks (DESIGN.md §6):
@@ -313,22 +343,54 @@ func checkLearns(r *Report, in Input, events []Event, final map[string][]byte) {
 			}
 		}
 	}
+	// A pattern is written by the log entry that completes its group
+	// (node/kb): decode each model's log as it was written.
+	decoders := map[string]*kb.LogDecoder{}
 	for _, e := range events {
 		m := modelOf(e.Key)
-		if m == "" || e.Delete || !strings.HasPrefix(e.Key, coord.ModelPrefix(m)+"patterns/") {
+		if m == "" || e.Delete {
 			continue
 		}
-		if writers[e.Key] == nil {
-			writers[e.Key] = map[string]bool{}
+		d := decoders[m]
+		if d == nil {
+			d = kb.NewLogDecoder(m)
+			decoders[m] = d
 		}
-		writers[e.Key][metaAt[e.Rev][m]] = true
+		chs, err := d.Put(e.Key, e.Value)
+		if err != nil {
+			r.add("learn", "model %s: %s at revision %d does not decode: %v", m, e.Key, e.Rev, err)
+			continue
+		}
+		for _, ch := range chs {
+			if ch.Kind != processor.PutPattern {
+				continue
+			}
+			key := patternKey(m, ch.Pattern.Name)
+			if writers[key] == nil {
+				writers[key] = map[string]bool{}
+			}
+			writers[key][metaAt[e.Rev][m]] = true
+		}
+	}
+	// The patterns each model holds after the run, read from its final keys
+	// as a node loads them (snapshot, then log).
+	held := map[string]map[string]bool{}
+	holds := func(model, pattern string) bool {
+		if held[model] == nil {
+			p := presence{}
+			if _, err := kb.LoadKeys(model, final, p); err != nil {
+				r.add("learn", "model %s does not load after the run: %v", model, err)
+			}
+			held[model] = p
+		}
+		return held[model][pattern]
 	}
 	for _, op := range in.Ops {
 		switch {
 		case op.Kind == OpLearn && op.Outcome == OK && op.Pattern != "":
 			r.AckedLearns++
 			key := patternKey(op.Model, op.Pattern)
-			if _, ok := final[key]; !ok {
+			if !holds(op.Model, op.Pattern) {
 				r.add("learn", "learn of %s acknowledged by %s (asked %s at %s) is not in model %s after the run",
 					op.Pattern, op.ServedBy, op.Node, op.End.Format("15:04:05.000"), op.Model)
 			}

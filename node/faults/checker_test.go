@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/kb"
+	"github.com/kato-coord/kato/node/processor"
 )
 
 // history builds a synthetic etcd history for checker tests: one revision per
@@ -17,10 +19,11 @@ type history struct {
 	t0     time.Time
 	events []Event
 	create map[string]int64
+	seq    map[string]uint64 // the next log sequence number per model
 }
 
 func newHistory() *history {
-	return &history{t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), create: map[string]int64{}}
+	return &history{t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), create: map[string]int64{}, seq: map[string]uint64{}}
 }
 
 // at is the time of second s of the history.
@@ -28,7 +31,7 @@ func (h *history) at(s float64) time.Time { return h.t0.Add(time.Duration(s * fl
 
 type ev struct {
 	key   string
-	value any // nil: delete
+	value any // nil: delete; []byte: stored as it is
 	lease int64
 }
 
@@ -46,7 +49,10 @@ func (h *history) txn(s float64, evs ...ev) int64 {
 				h.create[e.key] = h.rev
 			}
 			out.CreateRev = h.create[e.key]
-			b, _ := json.Marshal(e.value)
+			b, ok := e.value.([]byte)
+			if !ok {
+				b, _ = json.Marshal(e.value)
+			}
 			out.Value = b
 		}
 		h.events = append(h.events, out)
@@ -62,10 +68,37 @@ func unlockEv(model string, lease int64) ev {
 	return ev{key: coord.LockPrefix(model) + fmt.Sprintf("%x", lease)}
 }
 
-func writeEvs(model, writer string, fence int64, patterns ...string) []ev {
-	out := []ev{{key: coord.ModelPrefix(model) + "meta", value: map[string]any{"v": 1, "model": model, "writer": writer, "fence": fence}}}
-	for _, p := range patterns {
-		out = append(out, ev{key: patternKey(model, p), value: map[string]any{"name": p}})
+// pat is the name of the test pattern called short.
+func pat(short string) string { return processor.ModelName([][]string{{short, "x"}}) }
+
+func patChange(short string) processor.Change {
+	events := [][]string{{short, "x"}}
+	return processor.Change{Kind: processor.PutPattern, Pattern: processor.PatternRecord{Name: processor.ModelName(events), Events: events,
+		Length: 2, Frequency: 1, Emotives: []processor.Emotives{}, Seq: 1}}
+}
+
+// writeEvs is a model transaction of writer under fence: its meta record
+// and, with changes, the next log entry of the model.
+func (h *history) writeEvs(t *testing.T, model, writer string, fence int64, changes ...processor.Change) []ev {
+	t.Helper()
+	out := []ev{{key: coord.ModelPrefix(model) + "meta", value: map[string]any{"v": 1, "format": kb.FormatVersion, "model": model, "writer": writer, "fence": fence}}}
+	if len(changes) > 0 {
+		key, val, err := kb.LogEntry(model, h.seq[model], changes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.seq[model]++
+		out = append(out, ev{key: key, value: val})
+	}
+	return out
+}
+
+func puts(shorts ...string) []processor.Change {
+	var out []processor.Change
+	for i, s := range shorts {
+		ch := patChange(s)
+		ch.Pattern.Seq = uint64(i + 1)
+		out = append(out, ch)
 	}
 	return out
 }
@@ -110,13 +143,15 @@ func TestCheckFencingCleanHandOver(t *testing.T) {
 	f1 := h.txn(1, lockEv("m", 0xa, "n1"), ev{key: coord.LockInfoKey("m"), value: map[string]any{"id": "n1"}, lease: 0xa})
 	h.txn(1, lockEv("m", 0xb, "n2"))
 	h.txn(2, recordEv("n1", "m", coord.StatusRunning, 0xa))
-	h.txn(3, writeEvs("m", "n1", f1, "p1")...)
+	h.txn(3, h.writeEvs(t, "m", "n1", f1, puts("p1")...)...)
 	h.txn(4, unlockEv("m", 0xa))
 	h.txn(5, recordEv("n2", "m", coord.StatusRunning, 0xb))
-	h.txn(6, writeEvs("m", "n2", f1+1, "p2")...)
+	p2 := patChange("p2")
+	p2.Pattern.Seq = 2
+	h.txn(6, h.writeEvs(t, "m", "n2", f1+1, p2)...)
 	ops := []Op{
-		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: "p1", ServedBy: "n1"},
-		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: "p2", ServedBy: "n2"},
+		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: pat("p1"), ServedBy: "n1"},
+		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: pat("p2"), ServedBy: "n2"},
 		{Kind: OpLearn, Outcome: Unknown, Model: "m", Pattern: "lost-but-never-acknowledged"},
 	}
 	r := Check(Input{Events: h.events, Ops: ops, TTL: 4 * time.Second})
@@ -133,11 +168,11 @@ func TestCheckFencingViolations(t *testing.T) {
 	h := newHistory()
 	f1 := h.txn(1, lockEv("m", 0xa, "n1"))
 	f2 := h.txn(1, lockEv("m", 0xb, "n2"))
-	h.txn(2, writeEvs("m", "n2", f2, "q")...)  // only queued
-	h.txn(2, writeEvs("m", "n2", f1, "q2")...) // n1's fence
-	h.txn(3, unlockEv("m", 0xa))               // broken
-	h.txn(4, writeEvs("m", "n1", f1, "late")...)
-	h.txn(5, ev{key: patternKey("m", "nometa"), value: map[string]any{}})
+	h.txn(2, h.writeEvs(t, "m", "n2", f2, puts("q")...)...)  // only queued
+	h.txn(2, h.writeEvs(t, "m", "n2", f1, puts("q2")...)...) // n1's fence
+	h.txn(3, unlockEv("m", 0xa))                             // broken
+	h.txn(4, h.writeEvs(t, "m", "n1", f1, puts("late")...)...)
+	h.txn(5, h.writeEvs(t, "m", "n1", f1, puts("nometa")...)[1])
 	h.txn(6, recordEv("n1", "m", coord.StatusRunning, 0xa)) // running without the lock
 	r := Check(Input{Events: h.events, TTL: 4 * time.Second})
 	wantViolations(t, r, map[string]int{"fencing": 4, "running": 1},
@@ -151,17 +186,19 @@ func TestCheckFencingViolations(t *testing.T) {
 func TestCheckLearns(t *testing.T) {
 	h := newHistory()
 	f1 := h.txn(1, lockEv("m", 0xa, "n1"))
-	h.txn(2, writeEvs("m", "n1", f1, "kept", "cleared")...)
-	h.txn(3, append(writeEvs("m", "n1", f1), ev{key: patternKey("m", "cleared")})...)
+	h.txn(2, h.writeEvs(t, "m", "n1", f1, puts("kept", "cleared")...)...)
+	kept := patChange("kept")
+	kept.Pattern.Seq = 3
+	h.txn(3, h.writeEvs(t, "m", "n1", f1, processor.Change{Kind: processor.ClearAll}, kept)...)
 	ops := []Op{
-		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: "kept", ServedBy: "n1"},
-		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: "cleared", ServedBy: "n1"},
-		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: "kept", ServedBy: "n2"},
-		{Kind: OpCheck, Outcome: Fail, Model: "m", Pattern: "kept", Node: "n3", Status: 404},
+		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: pat("kept"), ServedBy: "n1"},
+		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: pat("cleared"), ServedBy: "n1"},
+		{Kind: OpLearn, Outcome: OK, Model: "m", Pattern: pat("kept"), ServedBy: "n2"},
+		{Kind: OpCheck, Outcome: Fail, Model: "m", Pattern: pat("kept"), Node: "n3", Status: 404},
 	}
 	r := Check(Input{Events: h.events, Ops: ops, TTL: 4 * time.Second})
 	wantViolations(t, r, map[string]int{"learn": 3},
-		"learn of cleared acknowledged by n1", "is not in model m after the run",
+		"learn of "+pat("cleared")+" acknowledged by n1", "is not in model m after the run",
 		"but n2 never wrote it (writers: [n1])", "not served by n3 after the run: 404")
 }
 

@@ -287,9 +287,10 @@ type Import struct {
 	n     Counts
 }
 
-// NewImport starts an import into model, written through fenced.
-func NewImport(model string, fenced FenceFunc) *Import {
-	return &Import{w: NewSnapshot(model, fenced), names: map[[sha1.Size]byte]struct{}{}, vecs: map[string]struct{}{},
+// NewImport starts an import into model, written through fenced, every
+// transaction putting the meta record meta gives (if not nil).
+func NewImport(model string, fenced FenceFunc, meta func() []byte) *Import {
+	return &Import{w: NewSnapshot(model, fenced, meta), names: map[[sha1.Size]byte]struct{}{}, vecs: map[string]struct{}{},
 		pseqs: map[uint64]struct{}{}, vseqs: map[uint64]struct{}{}}
 }
 
@@ -328,10 +329,10 @@ func (im *Import) Add(ctx context.Context, ch processor.Change) error {
 func (im *Import) Counts() Counts { return im.n }
 
 // Publish makes the import the model in one fenced transaction that
-// replaces everything the model held (snapshot, log, old layout) and puts
-// meta; followers load the model again (a new base).
-func (im *Import) Publish(ctx context.Context, by string, meta []byte) (Head, error) {
-	return im.w.Publish(ctx, NewBase(), 0, true, by, meta)
+// replaces everything the model held (snapshot, log, old layout);
+// followers load the model again (a new base).
+func (im *Import) Publish(ctx context.Context, by string) (Head, error) {
+	return im.w.Publish(ctx, NewBase(), 0, true, by)
 }
 
 // ErrNotFound is returned for a model with nothing stored.
@@ -343,5 +344,5 @@ func (im *Import) Abort(ctx context.Context) {
 	w := im.w
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, _ = w.fenced(ctx).Then(clientv3.OpDelete(w.prefix+chunkPrefix(w.id), clientv3.WithPrefix())).Commit()
+	_, _ = w.fenced(ctx).Then(w.withMeta(clientv3.OpDelete(w.prefix+chunkPrefix(w.id), clientv3.WithPrefix()))...).Commit()
 }

@@ -28,6 +28,7 @@ type SnapshotWriter struct {
 	model  string
 	prefix string
 	fenced FenceFunc
+	meta   func() []byte
 	id     string
 
 	buf      []byte
@@ -41,12 +42,14 @@ type SnapshotWriter struct {
 	sawVec   bool
 }
 
-// NewSnapshot starts a snapshot of model written through fenced.
-func NewSnapshot(model string, fenced FenceFunc) *SnapshotWriter {
+// NewSnapshot starts a snapshot of model written through fenced. meta, if
+// not nil, gives the meta record every transaction of the snapshot puts
+// (as a Committer's WithMeta).
+func NewSnapshot(model string, fenced FenceFunc, meta func() []byte) *SnapshotWriter {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	id := fmt.Sprintf("%016x-%s", time.Now().UnixNano(), hex.EncodeToString(b[:]))
-	return &SnapshotWriter{model: model, prefix: coord.ModelPrefix(model), fenced: fenced, id: id, sorted: true}
+	return &SnapshotWriter{model: model, prefix: coord.ModelPrefix(model), fenced: fenced, meta: meta, id: id, sorted: true}
 }
 
 // ID returns the snapshot's id.
@@ -87,7 +90,7 @@ func (w *SnapshotWriter) flush(ctx context.Context) error {
 		return nil
 	}
 	v := frameChunk(w.buf)
-	if _, err := w.fenced(ctx).Then(clientv3.OpPut(w.prefix+chunkKey(w.id, w.chunks), string(v))).Commit(); err != nil {
+	if _, err := w.fenced(ctx).Then(w.withMeta(clientv3.OpPut(w.prefix+chunkKey(w.id, w.chunks), string(v)))...).Commit(); err != nil {
 		return fmt.Errorf("kb: model %s: write snapshot chunk %d: %w", w.model, w.chunks, err)
 	}
 	w.chunks++
@@ -96,15 +99,22 @@ func (w *SnapshotWriter) flush(ctx context.Context) error {
 	return nil
 }
 
+func (w *SnapshotWriter) withMeta(ops ...clientv3.Op) []clientv3.Op {
+	if w.meta != nil {
+		ops = append(ops, clientv3.OpPut(w.prefix+MetaKey, string(w.meta())))
+	}
+	return ops
+}
+
 // Publish writes the last chunk, then in one fenced transaction points the
 // model's head at the snapshot, deletes the log before logFrom (the changes
 // the snapshot holds), every other snapshot and the records of the layout
-// before FormatVersion 1, and puts meta (if not nil). base is the new head's
+// before FormatVersion 1. base is the new head's
 // base: the old one for a checkpoint, NewBase() for a model replaced as a
 // whole. A crash or a lost lock before this transaction leaves the model as
 // it was (the chunks written are deleted by the next Publish). With replace
 // (an import) the whole log is deleted and the new log starts at logFrom.
-func (w *SnapshotWriter) Publish(ctx context.Context, base string, logFrom uint64, replace bool, by string, meta []byte) (Head, error) {
+func (w *SnapshotWriter) Publish(ctx context.Context, base string, logFrom uint64, replace bool, by string) (Head, error) {
 	if err := w.flush(ctx); err != nil {
 		return Head{}, err
 	}
@@ -124,10 +134,7 @@ func (w *SnapshotWriter) Publish(ctx context.Context, base string, logFrom uint6
 		clientv3.OpDelete(p+legacyPatterns, clientv3.WithPrefix()),
 		clientv3.OpDelete(p+legacyVectorDir, clientv3.WithPrefix()),
 	}
-	if meta != nil {
-		ops = append(ops, clientv3.OpPut(p+MetaKey, string(meta)))
-	}
-	if _, err := w.fenced(ctx).Then(ops...).Commit(); err != nil {
+	if _, err := w.fenced(ctx).Then(w.withMeta(ops...)...).Commit(); err != nil {
 		return Head{}, fmt.Errorf("kb: model %s: publish snapshot %s: %w", w.model, w.id, classify(ctx, err))
 	}
 	h.V = FormatVersion

@@ -76,22 +76,65 @@ type loadOpts struct {
 }
 
 func load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l Loader, progress func(records int64), o loadOpts) (State, error) {
-	prefix := coord.ModelPrefix(model)
+	return loadFrom(ctx, etcdSource{kv}, lg, model, l, progress, o)
+}
+
+// source is where a load reads a model: etcd, or keys in memory (LoadKeys).
+type source interface {
+	// first reads the head and meta records (nil when absent) at rev (0: now)
+	// and returns the revision read.
+	first(ctx context.Context, prefix string, rev int64) (head, meta *mvccpb.KeyValue, at int64, err error)
+	// each calls fn for every key under prefix at rev, in key order.
+	each(ctx context.Context, prefix string, rev int64, fn func(*mvccpb.KeyValue) error, tick func()) error
+	// count counts the keys under prefix at rev.
+	count(ctx context.Context, prefix string, rev int64) (int64, error)
+}
+
+type etcdSource struct{ kv clientv3.KV }
+
+func (s etcdSource) first(ctx context.Context, prefix string, rev int64) (head, meta *mvccpb.KeyValue, at int64, err error) {
 	var revOpt []clientv3.OpOption
-	if o.rev > 0 {
-		revOpt = append(revOpt, clientv3.WithRev(o.rev))
+	if rev > 0 {
+		revOpt = append(revOpt, clientv3.WithRev(rev))
 	}
-	resp, err := kv.Txn(ctx).Then(clientv3.OpGet(prefix+HeadKey, revOpt...), clientv3.OpGet(prefix+MetaKey, revOpt...)).Commit()
+	resp, err := s.kv.Txn(ctx).Then(clientv3.OpGet(prefix+HeadKey, revOpt...), clientv3.OpGet(prefix+MetaKey, revOpt...)).Commit()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		head = kvs[0]
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		meta = kvs[0]
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision
+	}
+	return head, meta, rev, nil
+}
+
+func (s etcdSource) each(ctx context.Context, prefix string, rev int64, fn func(*mvccpb.KeyValue) error, tick func()) error {
+	return stream(ctx, s.kv, prefix, rev, fn, tick)
+}
+
+func (s etcdSource) count(ctx context.Context, prefix string, rev int64) (int64, error) {
+	resp, err := s.kv.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Count, nil
+}
+
+func loadFrom(ctx context.Context, src source, lg *zap.Logger, model string, l Loader, progress func(records int64), o loadOpts) (State, error) {
+	prefix := coord.ModelPrefix(model)
+	headKV, metaKV, rev, err := src.first(ctx, prefix, o.rev)
 	if err != nil {
 		return State{}, fmt.Errorf("kb: load model %s: %w", model, err)
 	}
-	st := State{Rev: resp.Header.Revision}
-	if o.rev > 0 {
-		st.Rev = o.rev
-	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		st.MetaRev = kvs[0].ModRevision
-		if f := metaFormat(kvs[0].Value); f > FormatVersion {
+	st := State{Rev: rev}
+	if metaKV != nil {
+		st.MetaRev = metaKV.ModRevision
+		if f := metaFormat(metaKV.Value); f > FormatVersion {
 			return State{}, unknownFormat(model, "meta record", f)
 		}
 	}
@@ -112,8 +155,8 @@ func load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l L
 		return l.Record(ch)
 	}
 
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		h, err := decodeHead(model, kvs[0].Value)
+	if headKV != nil {
+		h, err := decodeHead(model, headKV.Value)
 		if err != nil {
 			return State{}, err
 		}
@@ -121,7 +164,7 @@ func load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l L
 	}
 	if h := st.Head; h != nil && o.snapshot {
 		chunks := 0
-		err = stream(ctx, kv, prefix+chunkPrefix(h.Snapshot), st.Rev, func(item *mvccpb.KeyValue) error {
+		err = src.each(ctx, prefix+chunkPrefix(h.Snapshot), st.Rev, func(item *mvccpb.KeyValue) error {
 			key := string(item.Key[len(prefix):])
 			if key != chunkKey(h.Snapshot, chunks) {
 				return fmt.Errorf("%w: model %s: snapshot chunk %s where chunk %d was expected", ErrCorrupt, model, key, chunks)
@@ -137,14 +180,14 @@ func load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l L
 			err = fmt.Errorf("%w: model %s: snapshot %s has %d of its %d chunks", ErrCorrupt, model, h.Snapshot, chunks, h.Chunks)
 		}
 		if err == nil {
-			err = noLegacy(ctx, kv, model, st.Rev)
+			err = noLegacy(ctx, src, model, st.Rev)
 		}
 		if err != nil {
 			return State{}, fmt.Errorf("kb: load model %s: %w", model, err)
 		}
 	} else if o.snapshot {
 		for _, dir := range []string{legacyPatterns, legacyVectorDir} {
-			err := stream(ctx, kv, prefix+dir, st.Rev, func(item *mvccpb.KeyValue) error {
+			err := src.each(ctx, prefix+dir, st.Rev, func(item *mvccpb.KeyValue) error {
 				st.Legacy = true
 				ch, err := decodeLegacy(string(item.Key[len(prefix):]), item.Value)
 				if err != nil {
@@ -165,7 +208,7 @@ func load(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, l L
 		return st, nil
 	}
 	g := &groups{model: model, next: st.NextSeq}
-	err = stream(ctx, kv, prefix+logDir, st.Rev, func(item *mvccpb.KeyValue) error {
+	err = src.each(ctx, prefix+logDir, st.Rev, func(item *mvccpb.KeyValue) error {
 		e, err := openLogEntry(model, string(item.Key[len(prefix):]), item.Value)
 		if err != nil {
 			return err
@@ -470,15 +513,17 @@ func metaFormat(b []byte) int {
 // noLegacy refuses a model with a snapshot that also holds records of the
 // layout before it: an older node wrote them after the model was converted,
 // and reading the snapshot alone would lose them.
-func noLegacy(ctx context.Context, kv clientv3.KV, model string, rev int64) error {
+func noLegacy(ctx context.Context, src source, model string, rev int64) error {
 	prefix := coord.ModelPrefix(model)
-	resp, err := kv.Txn(ctx).Then(
-		clientv3.OpGet(prefix+legacyPatterns, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithCountOnly()),
-		clientv3.OpGet(prefix+legacyVectorDir, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithCountOnly())).Commit()
-	if err != nil {
-		return err
+	var n int64
+	for _, dir := range []string{legacyPatterns, legacyVectorDir} {
+		c, err := src.count(ctx, prefix+dir, rev)
+		if err != nil {
+			return err
+		}
+		n += c
 	}
-	if n := resp.Responses[0].GetResponseRange().Count + resp.Responses[1].GetResponseRange().Count; n > 0 {
+	if n > 0 {
 		return fmt.Errorf("%w: model %s: %d records of the layout before format version %d were written after it was converted (a node older than this one wrote them): stop every older node of the model, then export it with that older katoctl and import it again",
 			ErrCorrupt, model, n, FormatVersion)
 	}

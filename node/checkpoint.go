@@ -15,6 +15,14 @@ import (
 	"github.com/kato-coord/kato/node/processor"
 )
 
+// The steps of a checkpoint, in order, as Config.CheckpointStep is told them.
+const (
+	StepFrozen       = "frozen"        // the model frozen and the log marked; nothing written
+	StepChunk        = "chunk"         // after each snapshot chunk written
+	StepBeforeSwitch = "before-switch" // every chunk written, the head not yet switched
+	StepSwitched     = "switched"      // the head names the new snapshot
+)
+
 // checkpointState is where the model's snapshot and log stood when the
 // holder took the model.
 type checkpointState struct {
@@ -94,6 +102,12 @@ func (c *checkpointer) run(ctx context.Context) {
 	}
 }
 
+func (c *checkpointer) step(s string) {
+	if f := c.e.n.cfg.CheckpointStep; f != nil {
+		f(s)
+	}
+}
+
 // checkpoint freezes the processor together with a mark in the log (under
 // the engine's write mutex, so no change falls between them), writes the
 // frozen model as a new snapshot, and publishes it once every change before
@@ -114,7 +128,9 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.step(StepFrozen)
 	w := kb.NewSnapshot(c.meta.Model, c.lock.Txn, c.meta.Encode)
+	w.OnChunk = func(int) { c.step(StepChunk) }
 	for _, r := range pats {
 		if err := w.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err != nil {
 			return err
@@ -138,10 +154,15 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	if c.st.head != nil {
 		base = c.st.head.Base
 	}
+	if err := w.Flush(ctx); err != nil {
+		return err
+	}
+	c.step(StepBeforeSwitch)
 	h, err := w.Publish(ctx, base, pos.Seq, false, c.meta.Writer)
 	if err != nil {
 		return err
 	}
+	c.step(StepSwitched)
 	c.st = checkpointState{head: &h, logFrom: pos.Seq}
 	c.written = pos.Written
 	return nil

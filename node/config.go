@@ -33,6 +33,9 @@ type Config struct {
 	// CheckpointPolicy says when the holder folds the model's log into a new
 	// snapshot (nil: kb.DefaultPolicy).
 	CheckpointPolicy *kb.Policy
+	// CheckpointStep, if not nil, is told each step of a checkpoint as it
+	// is reached (CheckpointSteps): for crash tests.
+	CheckpointStep func(step string)
 	// TTL is the session lease TTL (default 10 s).
 	TTL time.Duration
 	// LockTimeout bounds the wait for the model lock (0 = wait forever).

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -12,6 +14,7 @@ import (
 	"github.com/kato-coord/kato/cmd/internal/cliutil"
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/node"
+	"github.com/kato-coord/kato/node/kb"
 )
 
 const (
@@ -132,26 +135,28 @@ func runAction(c *cli.Context, limit *stopLimit) error {
 	defer cli.Close()
 
 	n, err := node.New(node.Config{
-		ID:            id,
-		Name:          c.String("name"),
-		Model:         c.String("model"),
-		ListenHost:    c.String("listen-host"),
-		Port:          c.Int("port"),
-		AdvertiseHost: c.String("advertise-host"),
-		Genes:         genesFrom(c),
-		TTL:           c.Duration("ttl"),
-		LockTimeout:   c.Duration("lock-timeout"),
-		DrainTimeout:  c.Duration("drain-timeout"),
-		APIToken:      c.String("api-token"),
-		MaxBodyBytes:  c.Int64("max-body-bytes"),
-		ReadTimeout:   c.Duration("read-timeout"),
-		IdleTimeout:   c.Duration("idle-timeout"),
-		MaxConns:      c.Int("max-conns"),
-		TLSCert:       c.String("tls-cert"),
-		TLSKey:        c.String("tls-key"),
-		TLSCA:         c.String("tls-ca"),
-		Version:       cliutil.VersionString(),
-		EmbeddedEtcd:  c.Bool("embedded-etcd"),
+		ID:               id,
+		Name:             c.String("name"),
+		Model:            c.String("model"),
+		ListenHost:       c.String("listen-host"),
+		Port:             c.Int("port"),
+		AdvertiseHost:    c.String("advertise-host"),
+		Genes:            genesFrom(c),
+		TTL:              c.Duration("ttl"),
+		LockTimeout:      c.Duration("lock-timeout"),
+		DrainTimeout:     c.Duration("drain-timeout"),
+		APIToken:         c.String("api-token"),
+		MaxBodyBytes:     c.Int64("max-body-bytes"),
+		ReadTimeout:      c.Duration("read-timeout"),
+		IdleTimeout:      c.Duration("idle-timeout"),
+		MaxConns:         c.Int("max-conns"),
+		TLSCert:          c.String("tls-cert"),
+		TLSKey:           c.String("tls-key"),
+		TLSCA:            c.String("tls-ca"),
+		Version:          cliutil.VersionString(),
+		EmbeddedEtcd:     c.Bool("embedded-etcd"),
+		CheckpointPolicy: &kb.Policy{MinEntries: c.Int("checkpoint-entries"), MinBytes: c.Int64("checkpoint-bytes")},
+		CheckpointStep:   crashAt(c.String("test-crash-at")),
 	}, cli, lg)
 	if err != nil {
 		return err
@@ -160,6 +165,20 @@ func runAction(c *cli.Context, limit *stopLimit) error {
 		printNextSteps(c, n, id)
 	}
 	return n.Run(ctx)
+}
+
+// crashAt returns a checkpoint step hook that kills the process at step
+// (for crash tests), or nil.
+func crashAt(step string) func(string) {
+	if step == "" {
+		return nil
+	}
+	return func(s string) {
+		if s == step {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
 }
 
 // printNextSteps tells a quick-start user where the node answers and what

@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
 )
 
@@ -51,6 +52,13 @@ func nodeFlags() []cli.Flag {
 			Usage: "private key of --tls-cert (PEM)"},
 		&cli.StringFlag{Name: "tls-ca", Category: catNode, EnvVars: env("TLS_CA"), TakesFile: true,
 			Usage: "verify other nodes' HTTPS certificates with this CA bundle when forwarding (default: the system's)"},
+		&cli.IntFlag{Name: "checkpoint-entries", Category: catNode, EnvVars: env("CHECKPOINT_ENTRIES"), Value: kb.DefaultPolicy().MinEntries,
+			Usage: "fold the model's log into a new snapshot once it holds this many entries (and a quarter of the snapshot's records)"},
+		&cli.Int64Flag{Name: "checkpoint-bytes", Category: catNode, EnvVars: env("CHECKPOINT_BYTES"), Value: kb.DefaultPolicy().MinBytes,
+			Usage: "... or this many bytes (and half the snapshot's size)"},
+		// For crash tests: the node kills itself (SIGKILL) when its
+		// checkpoint reaches this step (node.CheckpointSteps).
+		&cli.StringFlag{Name: "test-crash-at", Hidden: true},
 	}
 }
 

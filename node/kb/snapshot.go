@@ -30,6 +30,8 @@ type SnapshotWriter struct {
 	fenced FenceFunc
 	meta   func() []byte
 	id     string
+	// OnChunk, if not nil, is called after each chunk is written.
+	OnChunk func(n int)
 
 	buf      []byte
 	chunks   int
@@ -96,8 +98,14 @@ func (w *SnapshotWriter) flush(ctx context.Context) error {
 	w.chunks++
 	w.bytes += int64(len(v))
 	w.buf = w.buf[:0]
+	if w.OnChunk != nil {
+		w.OnChunk(w.chunks)
+	}
 	return nil
 }
+
+// Flush writes the records added so far as a chunk (Publish does too).
+func (w *SnapshotWriter) Flush(ctx context.Context) error { return w.flush(ctx) }
 
 func (w *SnapshotWriter) withMeta(ops ...clientv3.Op) []clientv3.Op {
 	if w.meta != nil {

@@ -5,6 +5,7 @@ package kb
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha1" //nolint:gosec // pattern names are SHA-1 hex (KATO)
 	"encoding/hex"
@@ -223,41 +224,28 @@ func Export(ctx context.Context, kv clientv3.KV, lg *zap.Logger, model string, e
 	if n.Total() == 0 && st.Head == nil && st.LogEntries == 0 && st.MetaRev == 0 {
 		return 0, n, fmt.Errorf("%w: model %s has no records", ErrNotFound, model)
 	}
-	pats := make([]processor.PatternRecord, 0, len(o.patterns))
+	// Then what the log wrote: patterns, then vectors, in learn order.
+	rest := make([]processor.Change, 0, len(o.patterns)+len(o.vectors))
 	for _, p := range o.patterns {
-		pats = append(pats, p)
+		rest = append(rest, processor.Change{Kind: processor.PutPattern, Pattern: p})
 	}
-	slices.SortFunc(pats, func(a, b processor.PatternRecord) int { return cmpU64(a.Seq, b.Seq) })
-	for _, p := range pats {
-		ch := processor.Change{Kind: processor.PutPattern, Pattern: p}
-		n.add(ch)
-		if err := emit(ch); err != nil {
-			return 0, n, err
-		}
-	}
-	vecs := make([]processor.VectorRecord, 0, len(o.vectors))
 	for _, v := range o.vectors {
-		vecs = append(vecs, v)
+		rest = append(rest, processor.Change{Kind: processor.PutVector, Vector: v})
 	}
-	slices.SortFunc(vecs, func(a, b processor.VectorRecord) int { return cmpU64(a.Seq, b.Seq) })
-	for _, v := range vecs {
-		ch := processor.Change{Kind: processor.PutVector, Vector: v}
+	seq := func(ch processor.Change) uint64 { return ch.Pattern.Seq + ch.Vector.Seq }
+	slices.SortFunc(rest, func(a, b processor.Change) int {
+		if a.Kind != b.Kind {
+			return cmp.Compare(a.Kind, b.Kind)
+		}
+		return cmp.Compare(seq(a), seq(b))
+	})
+	for _, ch := range rest {
 		n.add(ch)
 		if err := emit(ch); err != nil {
 			return 0, n, err
 		}
 	}
 	return st.Rev, n, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // readSnapshot streams the snapshot (or the old layout's records) of st, at

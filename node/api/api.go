@@ -590,6 +590,39 @@ func readBody(r *http.Request) ([]byte, error) {
 	return b, err
 }
 
+// bodyShape is what decodeBody tells a client whose body does not decode.
+type bodyShape struct {
+	code   string // error code of the 400
+	usage  string // what the body must be; the decoder's error follows
+	strict bool   // fields the value does not have are refused
+}
+
+// decodeBody reads r's body within the size limit and decodes it, one JSON
+// value, into v. When it cannot, it answers (413, 400 BODY_INCOMPLETE, or
+// 400 shape.code) and returns false. It returns the body read.
+func (h *handler) decodeBody(w http.ResponseWriter, r *http.Request, v any, shape bodyShape) ([]byte, bool) {
+	body, err := readBody(r)
+	if err != nil {
+		h.failErr(w, err)
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if shape.strict {
+		dec.DisallowUnknownFields()
+	}
+	err = dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the JSON value")
+		}
+	}
+	if err != nil {
+		h.fail(w, http.StatusBadRequest, shape.code, shape.usage+": "+err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
 func now() processor.PyFloat {
 	return processor.PyFloat(float64(time.Now().UnixMicro()) / 1e6)
 }

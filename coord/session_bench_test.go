@@ -195,7 +195,7 @@ func measureIdleSessions(b *testing.B, n int, ttl time.Duration, bcryptCost int,
 		err error
 	}
 	open := make(chan opened, n)
-	var reopened atomic.Int64
+	var retries atomic.Int64
 	opening := make(chan struct{}, 64) // nodes do not all start at the same instant
 	for i := 0; i < n; i++ {
 		cli := clients[i%nclients]
@@ -208,7 +208,7 @@ func measureIdleSessions(b *testing.B, n int, ttl time.Duration, bcryptCost int,
 				// does the benchmark, a few times, and counts it.
 				s, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(ttl))
 				for try := 1; err != nil && try < 3 && ctx.Err() == nil; try++ {
-					reopened.Add(1)
+					retries.Add(1)
 					s, err = coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(ttl))
 				}
 				<-opening
@@ -259,7 +259,7 @@ func measureIdleSessions(b *testing.B, n int, ttl time.Duration, bcryptCost int,
 			lost++
 		}
 	}
-	return used.Seconds() * float64(time.Minute) / float64(took), checks, lost, int(reopened.Load())
+	return used.Seconds() * float64(time.Minute) / float64(took), checks, lost, int(retries.Load())
 }
 
 // renewOncePerInterval renews lease id the way sessions did before issue 18:

@@ -254,10 +254,15 @@ func measureIdleSessions(b *testing.B, n int, ttl time.Duration, bcryptCost int,
 	<-end.C
 	used, took := etcd.cpu(b)-start, time.Since(t0)
 	checks = float64(etcd.passwordChecks(b)-checked) * float64(time.Minute) / float64(took)
+	why := map[string]int{}
 	for _, o := range all {
 		if o.s != nil && o.s.Err() != nil {
 			lost++
+			why[o.s.Err().Error()]++
 		}
+	}
+	for err, k := range why {
+		b.Logf("N=%d, auth %v: %d sessions lost: %s", n, auth, k, err)
 	}
 	return used.Seconds() * float64(time.Minute) / float64(took), checks, lost, int(retries.Load())
 }

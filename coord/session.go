@@ -71,28 +71,46 @@ func NewSession(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, opts 
 	if lg == nil {
 		lg = zap.NewNop()
 	}
+	s := &Session{
+		cli:      cli,
+		lg:       lg.Named("session"),
+		now:      o.now,
+		done:     make(chan struct{}),
+		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	// The keep-alive stream opens before the lease exists: with auth its
+	// open is a password check, which takes a while on a busy etcd (10,000
+	// sessions opening at once lost most of their leases waiting for it),
+	// and the lease's TTL does not run meanwhile.
+	ka := newKeepAliver(s)
+	ka.open()
+	select {
+	case op := <-ka.opened:
+		if op.err != nil {
+			ka.closeAll()
+			return nil, fmt.Errorf("coord: open the session's keep-alive stream: %w", op.err)
+		}
+		ka.add(op, false)
+	case <-ctx.Done():
+		ka.closeAll()
+		return nil, fmt.Errorf("coord: open the session's keep-alive stream: %w", ctx.Err())
+	}
 	asked := int64((o.ttl + time.Second - 1) / time.Second)
 	sent := time.Now()
 	resp, err := cli.Grant(ctx, asked)
 	if err != nil {
+		ka.closeAll()
 		return nil, fmt.Errorf("coord: grant session lease: %w", err)
 	}
-	s := &Session{
-		cli:       cli,
-		lg:        lg.Named("session"),
-		lease:     resp.ID,
-		ttl:       time.Duration(resp.TTL) * time.Second,
-		now:       o.now,
-		done:      make(chan struct{}),
-		stop:      make(chan struct{}),
-		loopDone:  make(chan struct{}),
-		expiresAt: sent.Add(time.Duration(resp.TTL) * time.Second),
-	}
+	s.lease = resp.ID
+	s.ttl = time.Duration(resp.TTL) * time.Second
+	s.expiresAt = sent.Add(s.ttl)
 	if resp.TTL != asked {
 		s.lg.Info("etcd changed the session TTL", zap.Int64("asked-s", asked), zap.Int64("granted-s", resp.TTL))
 	}
 	s.lg.Debug("session started", zap.String("lease", LeaseHex(s.lease)), zap.Duration("ttl", s.ttl))
-	go s.keepAlive()
+	go s.keepAlive(ka)
 	return s, nil
 }
 
@@ -178,14 +196,13 @@ func (s *Session) markLost(err error) {
 // are closed (two at most are kept). Renewals go on every TTL/6 while none
 // is answered, until the client-side deadline passes; then the session is
 // lost. Renewals start on wall-clock ticks (see aligned).
-func (s *Session) keepAlive() {
+func (s *Session) keepAlive(ka *keepAliver) {
 	defer close(s.loopDone)
 	interval := s.ttl / 3
 	retry := interval / 2 // a busy etcd answers late: do not double its load early
 	if retry < 100*time.Millisecond {
 		retry = 100 * time.Millisecond
 	}
-	ka := newKeepAliver(s)
 	defer ka.closeAll()
 	tick := min(500*time.Millisecond, interval/4)
 	next := time.NewTimer(aligned(time.Now(), interval, tick))

@@ -72,13 +72,14 @@ func grepLines(b []byte, s string) string {
 	return strings.Join(out, "\n")
 }
 
-// A write forwarded to a holder that stopped answering (SIGSTOP) times out
-// after the TTL (it hung for 35 s before) and is not sent again, since the
-// stopped holder may have applied it (a kill -9 after its commit looks the
-// same from here): it is answered 503 OUTCOME_UNKNOWN, and the client reads
-// before it sends it again. (The resend of a read to the new holder races
-// with that holder's readiness: issue 18 keeps it open.)
-func TestForwardedWriteToStoppedHolderIsNotResent(t *testing.T) {
+// A request forwarded to a holder that stopped answering (SIGSTOP) times
+// out after the TTL (it hung for 35 s before). A read is then sent once more
+// to the new holder, and again while that holder answers 503 (it takes the
+// lock before it is ready), so the client gets its answer; a write is not,
+// since the stopped holder may have applied it (a kill -9 after its commit
+// looks the same from here): it is answered 503 OUTCOME_UNKNOWN, and the
+// client reads before it sends it again.
+func TestForwardToStoppedHolderRetriesNewHolder(t *testing.T) {
 	c := newCluster(t)
 	const ttl = 2 * time.Second
 	a := c.node("--id", "a", "--model", "m", "--port", "0", "--ttl", ttl.String())
@@ -118,10 +119,18 @@ func TestForwardedWriteToStoppedHolderIsNotResent(t *testing.T) {
 		resp.Body.Close()
 		out <- answer{code: resp.StatusCode, body: string(b), servedBy: resp.Header.Get("X-Kato-Served-By")}
 	}
-	write := make(chan answer, 1)
+	read, write := make(chan answer, 1), make(chan answer, 1)
+	go send("GET", "/m/working-memory", "", read)
 	go send("POST", "/m/observe", obs("y"), write)
+	if r := <-read; r.err != nil || r.code != 200 || r.servedBy != "b" {
+		t.Fatalf("read forwarded while the holder is stopped: %d %s (served by %q, %v), want 200 from b", r.code, r.body, r.servedBy, r.err)
+	}
 	if w := <-write; w.err != nil || w.code != http.StatusServiceUnavailable || !strings.Contains(w.body, "OUTCOME_UNKNOWN") {
 		t.Fatalf("write forwarded while the holder is stopped: %d %s (%v), want 503 OUTCOME_UNKNOWN", w.code, w.body, w.err)
+	}
+	m := client.do("GET", "/metrics", "")
+	if !bytes.Contains(m.body, []byte(`kato_requests_forwarded_total{result="retried"} 1`)) {
+		t.Fatalf("the retry is not counted:\n%s", grepLines(m.body, "kato_requests_forwarded_total"))
 	}
 }
 

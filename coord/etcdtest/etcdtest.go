@@ -30,6 +30,11 @@ import (
 // startTimeout bounds how long a member may take to become ready.
 const startTimeout = 30 * time.Second
 
+// closeTimeout bounds how long a member may take to close: etcd's Close
+// does not return for a member of a cluster that never formed (the others
+// did not start), so a failed start would hang there.
+const closeTimeout = 10 * time.Second
+
 // Member is one etcd server of a Cluster.
 type Member struct {
 	Name      string
@@ -51,6 +56,8 @@ type Cluster struct {
 	lg   *zap.Logger
 	// Options used to start each member.
 	opts options
+	// closeTimeout bounds each member's Close (closeTimeout; tests shorten it).
+	closeTimeout time.Duration
 }
 
 type options struct {
@@ -113,7 +120,7 @@ func Start(size int, opts ...Option) (*Cluster, error) {
 		return nil, err
 	}
 	logs := &logBuffer{}
-	c := &Cluster{dir: dir, logs: logs, lg: newLogger(logs)}
+	c := &Cluster{dir: dir, logs: logs, lg: newLogger(logs), closeTimeout: closeTimeout}
 	for _, o := range opts {
 		o(&c.opts)
 	}
@@ -124,7 +131,12 @@ func Start(size int, opts ...Option) (*Cluster, error) {
 		if err == nil {
 			return c, nil
 		}
-		c.stopAll()
+		if serr := c.stopAll(); serr != nil {
+			// A member still closing holds its ports and files: do not
+			// start again beside it.
+			os.RemoveAll(dir)
+			return nil, errors.Join(err, serr)
+		}
 		if attempt == 4 || !isAddrInUse(err) {
 			os.RemoveAll(dir)
 			return nil, err
@@ -133,6 +145,25 @@ func Start(size int, opts ...Option) (*Cluster, error) {
 }
 
 func (c *Cluster) startAll(size int) error {
+	if err := c.newMembers(size); err != nil {
+		return err
+	}
+	// All members must run before any of them can elect a leader.
+	for _, m := range c.Members {
+		if err := c.launch(m, embed.ClusterStateFlagNew); err != nil {
+			return err
+		}
+	}
+	for _, m := range c.Members {
+		if err := waitReady(m.server()); err != nil {
+			return fmt.Errorf("member %s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// newMembers names size members on free ports, none started.
+func (c *Cluster) newMembers(size int) error {
 	c.Members = make([]*Member, size)
 	for i := range c.Members {
 		cport, err := freePort()
@@ -149,17 +180,6 @@ func (c *Cluster) startAll(size int) error {
 			ClientURL: url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)},
 			PeerURL:   url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)},
 			Dir:       fmt.Sprintf("%s/%s-%d", c.dir, name, time.Now().UnixNano()),
-		}
-	}
-	// All members must run before any of them can elect a leader.
-	for _, m := range c.Members {
-		if err := c.launch(m, embed.ClusterStateFlagNew); err != nil {
-			return err
-		}
-	}
-	for _, m := range c.Members {
-		if err := waitReady(m.server()); err != nil {
-			return fmt.Errorf("member %s: %w", m.Name, err)
 		}
 	}
 	return nil
@@ -267,15 +287,38 @@ func (m *Member) server() *etcdserver.EtcdServer {
 	return m.etcd.Server
 }
 
-// Stop stops member i; its data directory is kept for Restart.
+// Stop stops member i; its data directory is kept for Restart. A member
+// that does not close within closeTimeout is left closing, and that is
+// written to the server log.
 func (c *Cluster) Stop(i int) {
+	if err := c.stop(i); err != nil {
+		c.lg.Error("etcdtest: stop", zap.Error(err))
+	}
+}
+
+func (c *Cluster) stop(i int) error {
 	m := c.Members[i]
 	m.mu.Lock()
 	e := m.etcd
 	m.etcd = nil
 	m.mu.Unlock()
-	if e != nil {
+	if e == nil {
+		return nil
+	}
+	// Close cannot be interrupted: one that outlasts the bound is left to
+	// end by itself (the process's end at the latest).
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
 		e.Close()
+	}()
+	t := time.NewTimer(c.closeTimeout)
+	defer t.Stop()
+	select {
+	case <-closed:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("member %s did not close within %v; left closing", m.Name, c.closeTimeout)
 	}
 }
 
@@ -328,18 +371,26 @@ func (c *Cluster) agreedLeader() (int, bool) {
 	return -1, false
 }
 
-// Close stops every member and removes the data directories.
+// Close stops every member and removes the data directories. A member that
+// does not close within closeTimeout is left closing, and that is written
+// to the server log.
 func (c *Cluster) Close() {
-	c.stopAll()
+	if err := c.stopAll(); err != nil {
+		c.lg.Error("etcdtest: close", zap.Error(err))
+	}
 	os.RemoveAll(c.dir)
 }
 
-func (c *Cluster) stopAll() {
+// stopAll stops every member, each within closeTimeout, and says which did
+// not close in time.
+func (c *Cluster) stopAll() error {
+	var errs []error
 	for i := range c.Members {
 		if c.Members[i] != nil {
-			c.Stop(i)
+			errs = append(errs, c.stop(i))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 func freePort() (int, error) {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -405,19 +404,12 @@ func (h *handler) messages(w http.ResponseWriter, r *http.Request, id string) st
 		}
 		writeJSON(w, http.StatusOK, pendingBody{ID: id, Message: msgs, Received: received})
 	case http.MethodPost:
-		body, err := readBody(r)
-		if err != nil {
-			h.failErr(w, err)
-			return "messages"
-		}
 		var req sendRequest
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			h.fail(w, http.StatusBadRequest, "INVALID_JSON", "message body: "+err.Error())
+		if _, ok := h.decodeBody(w, r, &req, bodyShape{code: "INVALID_JSON", usage: "message body", strict: true}); !ok {
 			return "messages"
 		}
 		var ttl time.Duration
+		var err error
 		if req.TTL != "" {
 			if ttl, err = time.ParseDuration(req.TTL); err != nil {
 				h.fail(w, http.StatusBadRequest, "INVALID_TTL", err.Error())

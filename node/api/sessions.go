@@ -140,24 +140,17 @@ func (h *handler) failSession(w http.ResponseWriter, err error) {
 }
 
 func (h *handler) createSession(w http.ResponseWriter, r *http.Request, ss Sessions) string {
-	body, err := readBody(r)
-	if err != nil {
-		h.failErr(w, err)
-		return "session_create"
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body)) // for forwarding
 	var req struct {
 		NodeID     *string         `json:"node_id"`
 		TTLSeconds *json.Number    `json:"ttl_seconds"`
 		Config     json.RawMessage `json:"config"`
 		Metadata   json.RawMessage `json:"metadata"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&req); err != nil {
-		h.fail(w, http.StatusBadRequest, "BAD_JSON", "body must be {node_id, ttl_seconds?, config?, metadata?}: "+err.Error())
+	body, ok := h.decodeBody(w, r, &req, bodyShape{code: "BAD_JSON", usage: "body must be {node_id, ttl_seconds?, config?, metadata?}"})
+	if !ok {
 		return "session_create"
 	}
+	r.Body = io.NopCloser(bytes.NewReader(body)) // for forwarding
 	if req.NodeID == nil || *req.NodeID == "" {
 		h.fail(w, http.StatusBadRequest, "BAD_SESSION_REQUEST", "node_id (the model name) is required")
 		return "session_create"
@@ -262,16 +255,15 @@ func (h *handler) sessionOp(ss Sessions, method, op, sid string) (http.HandlerFu
 		}), "session_config"
 	case key{http.MethodPost, "config"}:
 		return func(w http.ResponseWriter, r *http.Request) {
-			body, err := readBody(r)
-			if err != nil {
-				h.failErr(w, err)
-				return
-			}
 			var req struct {
 				Config json.RawMessage `json:"config"`
 			}
-			if err := json.Unmarshal(body, &req); err != nil || len(req.Config) == 0 {
-				h.fail(w, http.StatusBadRequest, "BAD_JSON", "body must be {\"config\": {...}}")
+			shape := bodyShape{code: "BAD_JSON", usage: `body must be {"config": {...}}`}
+			if _, ok := h.decodeBody(w, r, &req, shape); !ok {
+				return
+			}
+			if len(req.Config) == 0 {
+				h.fail(w, http.StatusBadRequest, shape.code, shape.usage)
 				return
 			}
 			if err := ss.SetConfig(r.Context(), sid, req.Config); err != nil {
@@ -357,24 +349,23 @@ func (h *handler) observed(s *processor.Session, sid string, res processor.Obser
 // sequence is one write (the session's state is stored once, at the end).
 func (h *handler) observeSequence(ss Sessions, sid string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := readBody(r)
-		if err != nil {
-			h.failErr(w, err)
-			return
-		}
 		var req struct {
 			Observations    []json.RawMessage `json:"observations"`
 			LearnAfterEach  bool              `json:"learn_after_each"`
 			LearnAtEnd      bool              `json:"learn_at_end"`
 			ClearSTMBetween bool              `json:"clear_stm_between"`
 		}
-		if err := json.Unmarshal(body, &req); err != nil || req.Observations == nil {
-			h.fail(w, http.StatusBadRequest, "BAD_JSON", "body must be {observations: [...], learn_after_each?, learn_at_end?, clear_stm_between?}")
+		shape := bodyShape{code: "BAD_JSON", usage: "body must be {observations: [...], learn_after_each?, learn_at_end?, clear_stm_between?}"}
+		if _, ok := h.decodeBody(w, r, &req, shape); !ok {
+			return
+		}
+		if req.Observations == nil {
+			h.fail(w, http.StatusBadRequest, shape.code, shape.usage)
 			return
 		}
 		var results []sessionObserveBody
 		var learned []string
-		err = ss.Write(r.Context(), sid, func(s *processor.Session) (processor.Changes, error) {
+		err := ss.Write(r.Context(), sid, func(s *processor.Session) (processor.Changes, error) {
 			var all processor.Changes
 			for i, o := range req.Observations {
 				if req.ClearSTMBetween && i > 0 {

@@ -12,7 +12,7 @@ import (
 
 // Builder builds a processor from stored pattern and vector records, added
 // one at a time in any order, as Load does from lists. Patterns added in
-// ascending (Seq, Name) order, and vectors likewise, go straight into the
+// ascending (Seq, Name) order, and vectors likewise (a snapshot's order), go straight into the
 // knowledge base under construction: nothing else is kept. Once a record
 // comes out of that order (a store that lists records by name), the records
 // of its kind added so far are taken back out as records, and every later
@@ -42,9 +42,10 @@ type recordStream[R any] struct {
 }
 
 // inOrder reports whether a record with this key comes after the last one
-// taken in order.
+// taken in order, or has the same key (Load's sort may put it either side;
+// it fails as a duplicate either way).
 func (s *recordStream[R]) inOrder(seq uint64, name string) bool {
-	return !s.sorting && (!s.any || cmpSeq(seq, s.lastSeq, name, s.lastName) > 0)
+	return !s.sorting && (!s.any || cmpSeq(seq, s.lastSeq, name, s.lastName) >= 0)
 }
 
 func (s *recordStream[R]) took(seq uint64, name string) {

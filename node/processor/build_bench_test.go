@@ -22,6 +22,20 @@ import (
 // JSON form, as a record read back from a store does, so its strings are
 // what a decoder hands the builder.
 func benchRecord(tb testing.TB, rng *rand.Rand, i int) PatternRecord {
+	rec := benchRecordRaw(rng, i)
+	b, err := rec.MarshalJSON()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out PatternRecord
+	if err := out.UnmarshalJSON(b); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// benchRecordRaw is benchRecord without the trip through JSON.
+func benchRecordRaw(rng *rand.Rand, i int) PatternRecord {
 	evs := make([][]string, 2+rng.IntN(3))
 	length := 0
 	for e := range evs {
@@ -33,17 +47,8 @@ func benchRecord(tb testing.TB, rng *rand.Rand, i int) PatternRecord {
 	}
 	evs[0] = append(evs[0], "p"+strconv.Itoa(i))
 	length++
-	rec := PatternRecord{Name: ModelName(evs), Events: evs, Length: length, Frequency: 1 + int64(rng.IntN(3)),
+	return PatternRecord{Name: ModelName(evs), Events: evs, Length: length, Frequency: 1 + int64(rng.IntN(3)),
 		Emotives: []Emotives{}, Seq: uint64(i)}
-	b, err := rec.MarshalJSON()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var out PatternRecord
-	if err := out.UnmarshalJSON(b); err != nil {
-		tb.Fatal(err)
-	}
-	return out
 }
 
 // buildSizes are the model sizes of BenchmarkBuildMemory: KATO_BUILD_SIZES
@@ -181,6 +186,56 @@ func BenchmarkBuildMemory(b *testing.B) {
 				b.ReportMetric(float64(stream.inuse)/float64(old.inuse), "inuse-ratio")
 				b.ReportMetric(float64(stream.peak)/float64(old.peak), "peak-ratio")
 			}
+		})
+	}
+}
+
+// BenchmarkFreeze times Freeze on the benchmark-shaped model of each size
+// (KATO_BUILD_SIZES), every tenth pattern with an emotive window, and in
+// the same run Processor.Patterns (every record materialised under the
+// lock, what a checkpoint would cost without a frozen view), and prints
+// their ratio. ns/op is one Freeze, with a collection between Freezes.
+func BenchmarkFreeze(b *testing.B) {
+	for _, n := range buildSizes(b) {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(7, uint64(n)))
+			bl := NewBuilder()
+			for i := range n {
+				r := benchRecordRaw(rng, i)
+				if i%10 == 0 {
+					r.Emotives = []Emotives{{{"joy", 0.5}}}
+				}
+				if err := bl.AddPattern(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			p, err := bl.Build(DefaultConfig(), "bench", "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			runtime.GC()
+			start := time.Now()
+			if got := len(p.Patterns()); got != n {
+				b.Fatalf("%d records, want %d", got, n)
+			}
+			all := time.Since(start)
+			runtime.GC()
+			b.ResetTimer()
+			var f *Frozen
+			for range b.N {
+				b.StopTimer()
+				f = nil
+				runtime.GC() // the time the lock is held, not the collection of earlier copies
+				b.StartTimer()
+				f = p.Freeze()
+			}
+			b.StopTimer()
+			if np, _ := f.Counts(); np != n {
+				b.Fatalf("frozen %d patterns, want %d", np, n)
+			}
+			per := time.Duration(b.Elapsed().Nanoseconds() / int64(b.N))
+			b.Logf("n=%d Freeze %v, Patterns() %v: Freeze/Patterns %.4f", n, per, all.Round(time.Millisecond), float64(per)/float64(all))
+			b.ReportMetric(float64(per)/float64(all), "freeze/patterns")
 		})
 	}
 }

@@ -50,24 +50,19 @@ type pattern struct {
 	seq  uint64 // learn sequence number: first-learned order (D3)
 }
 
-// posting says that pattern pat, of plen symbols and learned freq times,
-// holds a symbol cnt times, and that the event of its first occurrence has
-// evLen symbols: all the matcher needs before it looks at the pattern
+// posting says that pattern pat holds a symbol cnt times, and that the
+// event of its first occurrence has evLen symbols: with the pattern's length
+// and frequency (kb.plen, kb.pfreq: the matcher reads them a chunk of
+// patterns at a time, in order) all it needs before it looks at the pattern
 // itself. Values that do not fit are saturated: the true count is in
-// kb.bigCnt, the true frequency in kb.pfreq, and a saturated evLen only
-// means "at least that many".
+// kb.bigCnt, and a saturated evLen only means "at least that many".
 type posting struct {
 	pat   int32
-	plen  int32
-	freq  uint32
 	cnt   uint16
 	evLen uint16
 }
 
-const (
-	saturated     = 1<<16 - 1
-	saturatedFreq = 1<<32 - 1
-)
+const saturated = 1<<16 - 1
 
 // kb is the knowledge base: patterns in first-learned order, the inverted
 // index, symbol statistics, totals and the vector pool.
@@ -236,14 +231,6 @@ func (k *kb) distinctCounts(pi int32) []symCount {
 	return out
 }
 
-// freqOf returns the frequency of the pattern of posting p.
-func (k *kb) freqOf(p posting) int64 {
-	if p.freq == saturatedFreq {
-		return k.pfreq[p.pat]
-	}
-	return int64(p.freq)
-}
-
 // countOf returns how often the pattern of posting p holds its symbol.
 func (k *kb) countOf(sym int32, p posting) int32 {
 	if p.cnt == saturated {
@@ -283,7 +270,7 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 		for int(d.id) >= len(k.post) {
 			k.post = append(k.post, nil)
 		}
-		pst := posting{pat: pi, plen: n, cnt: uint16(min(d.cnt, saturated)), evLen: uint16(min(d.evLen, saturated))}
+		pst := posting{pat: pi, cnt: uint16(min(d.cnt, saturated)), evLen: uint16(min(d.evLen, saturated))}
 		if pst.cnt == saturated {
 			if k.bigCnt == nil {
 				k.bigCnt = make(map[uint64]int32)
@@ -302,17 +289,10 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 // statistics and the totals (5.4).
 func (k *kb) count(pi int32, times int64) {
 	k.pfreq[pi] += times
-	freq := uint32(min(k.pfreq[pi], saturatedFreq))
 	distinct := k.distinctCounts(pi)
 	for _, d := range distinct {
 		k.syms.freq[d.id] += int64(d.cnt) * times
 		k.syms.mmf[d.id] += times
-		list := k.post[d.id]
-		i := len(list) - 1 // a new pattern's posting is the last
-		if list[i].pat != pi {
-			i, _ = slices.BinarySearchFunc(list, pi, func(p posting, pi int32) int { return int(p.pat - pi) })
-		}
-		list[i].freq = freq
 	}
 	k.totalModelFreq += times
 	k.totalSymbolFreq += int64(k.plen[pi]) * times

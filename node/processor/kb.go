@@ -80,7 +80,7 @@ type kb struct {
 	loc     []uint32 // start of the pattern's region in arena
 	arena   []int32
 	byName  denseIndex // pattern name → pattern index, over pats
-	emoOf   []int32    // per pattern: 0 for no emotive window, else 1 + its index in emoWins
+	emoOf   []int32    // per pattern up to the last with a window: 0 for none, else 1 + its index in emoWins
 	emoWins [][]Emotives
 	post    [][]posting      // by symbol id, ascending pattern index
 	bigCnt  map[uint64]int32 // counts of saturated postings, by symbol<<32 | pattern
@@ -107,20 +107,23 @@ func (k *kb) lookupName(h [sha1.Size]byte) (int32, bool) {
 
 // window returns the emotive window of pattern pi (nil for none).
 func (k *kb) window(pi int32) []Emotives {
-	if w := k.emoOf[pi]; w > 0 {
-		return k.emoWins[w-1]
+	if int(pi) < len(k.emoOf) && k.emoOf[pi] > 0 {
+		return k.emoWins[k.emoOf[pi]-1]
 	}
 	return nil
 }
 
 // setWindow replaces the emotive window of pattern pi.
 func (k *kb) setWindow(pi int32, win []Emotives) {
-	if w := k.emoOf[pi]; w > 0 {
-		k.emoWins[w-1] = win
+	if int(pi) < len(k.emoOf) && k.emoOf[pi] > 0 {
+		k.emoWins[k.emoOf[pi]-1] = win
 		return
 	}
 	if len(win) == 0 {
 		return
+	}
+	if n := int(pi) + 1 - len(k.emoOf); n > 0 {
+		k.emoOf = append(k.emoOf, make([]int32, n)...)
 	}
 	k.emoWins = append(k.emoWins, win)
 	k.emoOf[pi] = int32(len(k.emoWins))
@@ -264,7 +267,6 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	k.pats = append(k.pats, pattern{name: name, seq: seq})
 	k.plen = append(k.plen, n)
 	k.pfreq = append(k.pfreq, 0)
-	k.emoOf = append(k.emoOf, 0)
 	k.byName.add(pi, func(seed maphash.Seed, pi int32) uint64 { return maphash.Bytes(seed, k.pats[pi].name[:]) })
 	for _, d := range k.distinctCounts(pi) {
 		for int(d.id) >= len(k.post) {
@@ -436,14 +438,24 @@ func (k *kb) loadVector(r VectorRecord) error {
 	return k.replayVector(r)
 }
 
-// compact gives back the spare capacity that appending left in the posting
-// lists of a freshly built knowledge base (a fifth of their size).
+// compact gives back the spare capacity that appending left in a freshly
+// built knowledge base (a fifth of the posting lists, up to a quarter of
+// the other arrays).
 func (k *kb) compact() {
 	for id, list := range k.post {
-		if cap(list)-len(list) > len(list)/16 {
-			k.post[id] = slices.Clone(list)
-		}
+		k.post[id] = clip(list)
 	}
+	k.arena, k.pats, k.plen, k.pfreq, k.loc = clip(k.arena), clip(k.pats), clip(k.plen), clip(k.pfreq), clip(k.loc)
+	k.syms.names, k.syms.freq, k.syms.mmf, k.post = clip(k.syms.names), clip(k.syms.freq), clip(k.syms.mmf), clip(k.post)
+}
+
+// clip returns s, or a copy without its spare capacity if that is more
+// than a sixteenth of its length.
+func clip[T any](s []T) []T {
+	if cap(s)-len(s) > len(s)/16 {
+		return slices.Clone(s)
+	}
+	return s
 }
 
 // cmpSeq orders records by sequence number, then name.

@@ -12,8 +12,9 @@ import (
 
 // Builder builds a processor from stored pattern and vector records, added
 // one at a time in any order, as Load does from lists. Patterns added in
-// ascending (Seq, Name) order, and vectors likewise (a snapshot's order), go straight into the
-// knowledge base under construction: nothing else is kept. Once a record
+// ascending (Seq, Name) order, and vectors likewise (a snapshot's order),
+// go straight into the knowledge base under construction: nothing else is
+// kept. Once a record
 // comes out of that order (a store that lists records by name), the records
 // of its kind added so far are taken back out as records, and every later
 // one is kept, to be sorted and added at Build (what Load costs).
@@ -60,7 +61,9 @@ func NewBuilder() *Builder { return &Builder{k: newKB()} }
 
 // AddPattern adds a stored pattern record. Its Name may be empty: it is then
 // computed from Events (ModelName); a Name that is given must be the hash
-// of Events. The record's slices are not kept.
+// of Events. A record taken in order is not kept: the knowledge base copies
+// its new symbols and emotive names, so they may point into a larger
+// buffer.
 func (b *Builder) AddPattern(r PatternRecord) error {
 	if b.done {
 		return errBuilt

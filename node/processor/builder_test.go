@@ -156,9 +156,9 @@ func sameProcessor(t *testing.T, what string, rng *rand.Rand, vocab []string, p,
 // straight into the index), shuffled (sorted at Build), or with names left
 // out, builds a processor that answers exactly as Load's does.
 func TestBuilderEqualsLoad(t *testing.T) {
-	models := 300
+	models := 120
 	if testing.Short() {
-		models = 60
+		models = 40
 	}
 	for n := range models {
 		rng := rand.New(rand.NewPCG(uint64(n), 0xb1d))
@@ -259,9 +259,9 @@ func corrupt(rng *rand.Rand, pats []PatternRecord, vecs []VectorRecord) ([]Patte
 // the order they come in; records in order give it from the Add call that
 // meets the first bad record.
 func TestBuilderCorrupt(t *testing.T) {
-	models := 400
+	models := 200
 	if testing.Short() {
-		models = 80
+		models = 60
 	}
 	for n := range models {
 		rng := rand.New(rand.NewPCG(uint64(n), 0xbad))

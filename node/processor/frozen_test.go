@@ -73,7 +73,7 @@ func churn(t *testing.T, rng *rand.Rand, p *Processor, vocab []string, known [][
 // processor loaded from them holds, while the processor goes on changing,
 // read while it changes (run with -race).
 func TestFrozenKeepsItsModel(t *testing.T) {
-	for n := range 20 {
+	for n := range 10 {
 		rng := rand.New(rand.NewPCG(uint64(n), 0xf0))
 		vocab := makeVocab("s", 5+rng.IntN(30))
 		cfg := DefaultConfig()

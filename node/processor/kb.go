@@ -82,8 +82,9 @@ type kb struct {
 	byName  denseIndex // pattern name → pattern index, over pats
 	emoOf   []int32    // per pattern up to the last with a window: 0 for none, else 1 + its index in emoWins
 	emoWins [][]Emotives
-	post    [][]posting      // by symbol id, ascending pattern index
-	bigCnt  map[uint64]int32 // counts of saturated postings, by symbol<<32 | pattern
+	emoKeys map[string]string // emotive names, copied once (see ownEmotives)
+	post    [][]posting       // by symbol id, ascending pattern index
+	bigCnt  map[uint64]int32  // counts of saturated postings, by symbol<<32 | pattern
 
 	totalModelFreq       int64 // T_m = Σ frequency(p)
 	totalSymbolFreq      int64 // Σ length(p) × frequency(p)
@@ -313,7 +314,7 @@ func (k *kb) learn(events [][]string, avg Emotives, persistence int) PatternReco
 	if len(avg) > 0 {
 		// Appending writes past the window's length only: a frozen view
 		// of the old window is not changed.
-		win := append(k.window(pi), dropZeros(avg))
+		win := append(k.window(pi), k.ownEmotives(dropZeros(avg)))
 		if len(win) > persistence {
 			win = append([]Emotives(nil), win[len(win)-persistence:]...)
 		}
@@ -397,10 +398,32 @@ func (k *kb) replayPattern(r PatternRecord) error {
 	k.count(pi, r.Frequency-k.pfreq[pi])
 	em := make([]Emotives, len(r.Emotives))
 	for i, e := range r.Emotives {
-		em[i] = e.clone()
+		em[i] = k.ownEmotives(e)
 	}
 	k.setWindow(pi, em)
 	return nil
+}
+
+// ownEmotives returns a copy of e whose names are the knowledge base's own
+// copies: a name may be a substring of a larger text (a decoded record or
+// request) that the knowledge base must not keep alive.
+func (k *kb) ownEmotives(e Emotives) Emotives {
+	if e == nil {
+		return nil
+	}
+	out := make(Emotives, len(e))
+	for i, x := range e {
+		name, ok := k.emoKeys[x.Name]
+		if !ok {
+			if k.emoKeys == nil {
+				k.emoKeys = make(map[string]string)
+			}
+			name = strings.Clone(x.Name)
+			k.emoKeys[name] = name
+		}
+		out[i] = Emotive{name, x.Value}
+	}
+	return out
 }
 
 // replayVector applies a stored vector record: a known name is kept as it

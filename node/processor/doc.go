@@ -11,6 +11,14 @@
 //	p, err := processor.Load(cfg, id, name, patterns, vectors)       // from stored records
 //	p, err := processor.Open(ctx, cfg, id, name, store)              // from a Store
 //
+//	b := processor.NewBuilder()              // from records streamed one at a time:
+//	err := b.AddPattern(rec)                 // in Seq order they go straight into the index
+//	err := b.AddVector(vec)
+//	p, err := b.Build(cfg, id, name)
+//
+//	f := p.Freeze()                          // the KB as it is now, for a checkpoint
+//	for rec := range f.Patterns { ... }      // ascending Seq; also f.Vectors, f.Counts()
+//
 //	res, changes, err := p.ObserveJSON(body)   // or DecodeObservation + Observe
 //	name, changes := p.Learn()                 // "MODEL|<sha1>" or ""
 //	changes := p.ClearAll()
@@ -63,9 +71,12 @@
 // Sessions' calls share that turn. Reads never wait for a prediction in progress: Predictions, WorkingMemory,
 // PerceptData, CognitionData, Gene, Genes, Config, Time and Name read an
 // immutable snapshot published after each change; Model, Patterns, Vectors,
-// Stats and SymbolStats read the knowledge base under a lock that only
-// learns (Learn and Observe's auto-learn), ClearAll and Replay hold,
-// briefly. Returned slices are shared: do not modify them.
+// Stats, SymbolStats and Freeze read the knowledge base under a lock that
+// only learns (Learn and Observe's auto-learn), ClearAll and Replay hold,
+// briefly. Returned slices are shared: do not modify them. A Frozen view
+// is read without any lock: Freeze copies what the processor changes in
+// place (frequencies, emotive window references) and shares the rest, to
+// which the processor only appends.
 //
 // # Matching (D15)
 //

@@ -129,7 +129,7 @@ func (pr *predictor) indexCandidates(thr float64) {
 				a := &acc[p.pat-base]
 				if a.overlap == 0 {
 					touched = append(touched, p.pat-base)
-					a.plen, a.freq = p.plen, k.freqOf(p)
+					a.plen, a.freq = k.plen[p.pat], k.pfreq[p.pat]
 				}
 				a.overlap += min(k.countOf(c.sym, p), c.cs)
 				a.slot, a.evLen = c.slot, p.evLen

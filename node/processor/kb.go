@@ -4,6 +4,8 @@ import (
 	"crypto/sha1" //nolint:gosec // model names, see names.go
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
+	"math"
 	"slices"
 	"strings"
 )
@@ -12,74 +14,77 @@ import (
 // statistics, derived from the patterns (D14):
 // freq(s) = Σ count of s in p × frequency(p), mmf(s) = Σ [s in p] × frequency(p).
 type symtab struct {
-	ids   map[string]int32
+	ids   denseIndex // symbol → id, over names
 	names []string
 	freq  []int64
 	mmf   []int64
 }
 
 func (t *symtab) lookup(s string) (int32, bool) {
-	id, ok := t.ids[s]
-	return id, ok
+	return t.ids.find(stringKey(s), func(id int32) bool { return t.names[id] == s })
 }
 
+// intern returns the id of s, adding it if it is new. A new symbol is
+// copied: s may be a substring of a larger text (a decoded record or
+// request) that the knowledge base must not keep alive.
 func (t *symtab) intern(s string) int32 {
-	if id, ok := t.ids[s]; ok {
+	if id, ok := t.lookup(s); ok {
 		return id
 	}
-	if t.ids == nil {
-		t.ids = make(map[string]int32)
-	}
 	id := int32(len(t.names))
-	t.ids[s] = id
-	t.names = append(t.names, s)
+	t.names = append(t.names, strings.Clone(s))
 	t.freq = append(t.freq, 0)
 	t.mmf = append(t.mmf, 0)
+	t.ids.add(id, func(seed maphash.Seed, id int32) uint64 { return maphash.String(seed, t.names[id]) })
 	return id
 }
 
-// pattern holds the cold data of one learned model. What the matcher reads
-// is dense, indexed by pattern: kb.plen, kb.pfreq, and kb.loc, the start of
-// the pattern's region in kb.arena, laid out for locality as
-// [number of events, event ends..., symbols...] (event ends relative to the
-// first symbol).
+// pattern holds the cold data of one learned model that never changes once
+// it is added. What the matcher reads is dense, indexed by pattern:
+// kb.plen, kb.pfreq, and kb.loc, the start of the pattern's region in
+// kb.arena, laid out for locality as [number of events, event ends...,
+// symbols...] (event ends relative to the first symbol). The emotive window
+// is in kb.emoWins, for the patterns that have one.
 type pattern struct {
-	name     [sha1.Size]byte
-	seq      uint64 // learn sequence number: first-learned order (D3)
-	emotives []Emotives
+	name [sha1.Size]byte
+	seq  uint64 // learn sequence number: first-learned order (D3)
 }
 
-// posting says that pattern pat, of plen symbols and learned freq times,
-// holds a symbol cnt times, and that the event of its first occurrence has
-// evLen symbols: all the matcher needs before it looks at the pattern
+// posting says that pattern pat holds a symbol cnt times, and that the
+// event of its first occurrence has evLen symbols: with the pattern's length
+// and frequency (kb.plen, kb.pfreq: the matcher reads them a chunk of
+// patterns at a time, in order) all it needs before it looks at the pattern
 // itself. Values that do not fit are saturated: the true count is in
-// kb.bigCnt, the true frequency in kb.pfreq, and a saturated evLen only
-// means "at least that many".
+// kb.bigCnt, and a saturated evLen only means "at least that many".
 type posting struct {
 	pat   int32
-	plen  int32
-	freq  uint32
 	cnt   uint16
 	evLen uint16
 }
 
-const (
-	saturated     = 1<<16 - 1
-	saturatedFreq = 1<<32 - 1
-)
+const saturated = 1<<16 - 1
 
 // kb is the knowledge base: patterns in first-learned order, the inverted
 // index, symbol statistics, totals and the vector pool.
+//
+// What Freeze shares with a Frozen view must not change in place: pats,
+// plen, loc, arena, syms.names and vectors.entries are only appended to
+// (never written below their length), and the knowledge base is replaced,
+// not emptied, by a clear. pfreq, emoOf and emoWins change in place; Freeze
+// copies them. An emotive window itself is never written below its length.
 type kb struct {
-	syms   symtab
-	pats   []pattern
-	plen   []int32 // symbols per pattern
-	pfreq  []int64 // frequency per pattern
-	loc    []int   // start of the pattern's region in arena
-	arena  []int32
-	byName map[[sha1.Size]byte]int32
-	post   [][]posting      // by symbol id, ascending pattern index
-	bigCnt map[uint64]int32 // counts of saturated postings, by symbol<<32 | pattern
+	syms    symtab
+	pats    []pattern
+	plen    []int32  // symbols per pattern
+	pfreq   []int64  // frequency per pattern
+	loc     []uint32 // start of the pattern's region in arena
+	arena   []int32
+	byName  denseIndex // pattern name → pattern index, over pats
+	emoOf   []int32    // per pattern up to the last with a window: 0 for none, else 1 + its index in emoWins
+	emoWins [][]Emotives
+	emoKeys map[string]string // emotive names, copied once (see ownEmotives)
+	post    [][]posting       // by symbol id, ascending pattern index
+	bigCnt  map[uint64]int32  // counts of saturated postings, by symbol<<32 | pattern
 
 	totalModelFreq       int64 // T_m = Σ frequency(p)
 	totalSymbolFreq      int64 // Σ length(p) × frequency(p)
@@ -94,22 +99,49 @@ type kb struct {
 	lastDistinctOf int32
 }
 
-func newKB() *kb {
-	return &kb{byName: make(map[[sha1.Size]byte]int32)}
+func newKB() *kb { return &kb{} }
+
+// lookupName returns the index of the pattern named h.
+func (k *kb) lookupName(h [sha1.Size]byte) (int32, bool) {
+	return k.byName.find(nameKey(&h), func(pi int32) bool { return k.pats[pi].name == h })
+}
+
+// window returns the emotive window of pattern pi (nil for none).
+func (k *kb) window(pi int32) []Emotives {
+	if int(pi) < len(k.emoOf) && k.emoOf[pi] > 0 {
+		return k.emoWins[k.emoOf[pi]-1]
+	}
+	return nil
+}
+
+// setWindow replaces the emotive window of pattern pi.
+func (k *kb) setWindow(pi int32, win []Emotives) {
+	if int(pi) < len(k.emoOf) && k.emoOf[pi] > 0 {
+		k.emoWins[k.emoOf[pi]-1] = win
+		return
+	}
+	if len(win) == 0 {
+		return
+	}
+	if n := int(pi) + 1 - len(k.emoOf); n > 0 {
+		k.emoOf = append(k.emoOf, make([]int32, n)...)
+	}
+	k.emoWins = append(k.emoWins, win)
+	k.emoOf[pi] = int32(len(k.emoWins))
 }
 
 // symsOf returns the flattened symbols of pattern pi.
 func (k *kb) symsOf(pi int32) []int32 {
 	off := k.loc[pi]
-	from := off + 1 + int(k.arena[off])
-	to := from + int(k.plen[pi])
+	from := off + 1 + uint32(k.arena[off])
+	to := from + uint32(k.plen[pi])
 	return k.arena[from:to:to]
 }
 
 // endsOf returns the event end offsets of pattern pi.
 func (k *kb) endsOf(pi int32) []int32 {
 	off := k.loc[pi]
-	to := off + 1 + int(k.arena[off])
+	to := off + 1 + uint32(k.arena[off])
 	return k.arena[off+1 : to : to]
 }
 
@@ -122,7 +154,7 @@ func (k *kb) warm(pis []int32) (sink int32) {
 	}
 	for _, pi := range pis {
 		off := k.loc[pi]
-		sink += k.arena[off] + k.arena[min(off+16, len(k.arena)-1)]
+		sink += k.arena[off] + k.arena[min(int(off)+16, len(k.arena)-1)]
 	}
 	return sink
 }
@@ -203,14 +235,6 @@ func (k *kb) distinctCounts(pi int32) []symCount {
 	return out
 }
 
-// freqOf returns the frequency of the pattern of posting p.
-func (k *kb) freqOf(p posting) int64 {
-	if p.freq == saturatedFreq {
-		return k.pfreq[p.pat]
-	}
-	return int64(p.freq)
-}
-
 // countOf returns how often the pattern of posting p holds its symbol.
 func (k *kb) countOf(sym int32, p posting) int32 {
 	if p.cnt == saturated {
@@ -222,7 +246,14 @@ func (k *kb) countOf(sym int32, p posting) int32 {
 // addPattern appends a new pattern with frequency 0 and indexes it.
 func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int32 {
 	pi := int32(len(k.pats))
-	k.loc = append(k.loc, len(k.arena))
+	size := 1 + len(events)
+	for _, ev := range events {
+		size += len(ev)
+	}
+	if len(k.arena) > math.MaxUint32-size {
+		panic("processor: the knowledge base's arena would pass 2^32 entries")
+	}
+	k.loc = append(k.loc, uint32(len(k.arena)))
 	k.arena = append(k.arena, int32(len(events)))
 	var n int32
 	for _, ev := range events {
@@ -237,12 +268,12 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	k.pats = append(k.pats, pattern{name: name, seq: seq})
 	k.plen = append(k.plen, n)
 	k.pfreq = append(k.pfreq, 0)
-	k.byName[name] = pi
+	k.byName.add(pi, func(seed maphash.Seed, pi int32) uint64 { return maphash.Bytes(seed, k.pats[pi].name[:]) })
 	for _, d := range k.distinctCounts(pi) {
 		for int(d.id) >= len(k.post) {
 			k.post = append(k.post, nil)
 		}
-		pst := posting{pat: pi, plen: n, cnt: uint16(min(d.cnt, saturated)), evLen: uint16(min(d.evLen, saturated))}
+		pst := posting{pat: pi, cnt: uint16(min(d.cnt, saturated)), evLen: uint16(min(d.evLen, saturated))}
 		if pst.cnt == saturated {
 			if k.bigCnt == nil {
 				k.bigCnt = make(map[uint64]int32)
@@ -261,17 +292,10 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 // statistics and the totals (5.4).
 func (k *kb) count(pi int32, times int64) {
 	k.pfreq[pi] += times
-	freq := uint32(min(k.pfreq[pi], saturatedFreq))
 	distinct := k.distinctCounts(pi)
 	for _, d := range distinct {
 		k.syms.freq[d.id] += int64(d.cnt) * times
 		k.syms.mmf[d.id] += times
-		list := k.post[d.id]
-		i := len(list) - 1 // a new pattern's posting is the last
-		if list[i].pat != pi {
-			i, _ = slices.BinarySearchFunc(list, pi, func(p posting, pi int32) int { return int(p.pat - pi) })
-		}
-		list[i].freq = freq
 	}
 	k.totalModelFreq += times
 	k.totalSymbolFreq += int64(k.plen[pi]) * times
@@ -282,33 +306,41 @@ func (k *kb) count(pi int32, times int64) {
 // it, and returns the absolute record to persist (5.3, 5.4).
 func (k *kb) learn(events [][]string, avg Emotives, persistence int) PatternRecord {
 	name := modelHash(events)
-	pi, known := k.byName[name]
+	pi, known := k.lookupName(name)
 	if !known {
 		pi = k.addPattern(name, events, k.nextSeq)
 	}
 	k.count(pi, 1)
-	p := &k.pats[pi]
 	if len(avg) > 0 {
-		p.emotives = append(p.emotives, dropZeros(avg))
-		if len(p.emotives) > persistence {
-			p.emotives = append([]Emotives(nil), p.emotives[len(p.emotives)-persistence:]...)
+		// Appending writes past the window's length only: a frozen view
+		// of the old window is not changed.
+		win := append(k.window(pi), k.ownEmotives(dropZeros(avg)))
+		if len(win) > persistence {
+			win = append([]Emotives(nil), win[len(win)-persistence:]...)
 		}
+		k.setWindow(pi, win)
 	}
 	return k.record(pi)
 }
 
 // record returns the stored form of pattern pi.
 func (k *kb) record(pi int32) PatternRecord {
+	return k.recordOf(pi, k.pfreq[pi], k.window(pi))
+}
+
+// recordOf returns the stored form of pattern pi with the given frequency
+// and emotive window.
+func (k *kb) recordOf(pi int32, freq int64, window []Emotives) PatternRecord {
 	p := &k.pats[pi]
-	em := make([]Emotives, len(p.emotives))
-	for i, e := range p.emotives {
+	em := make([]Emotives, len(window))
+	for i, e := range window {
 		em[i] = e.clone()
 	}
 	return PatternRecord{
 		Name:      hex.EncodeToString(p.name[:]),
 		Events:    k.events(pi),
 		Length:    int(k.plen[pi]),
-		Frequency: k.pfreq[pi],
+		Frequency: freq,
 		Emotives:  em,
 		Seq:       p.seq,
 	}
@@ -330,8 +362,7 @@ func (k *kb) find(name string) (int32, bool) {
 	if hex.EncodeToString(h[:]) != bare { // upper-case hex is not a name
 		return 0, false
 	}
-	pi, ok := k.byName[h]
-	return pi, ok
+	return k.lookupName(h)
 }
 
 // storeVector adds a percept vector to the store and the pool if its name is
@@ -354,7 +385,7 @@ func (k *kb) replayPattern(r PatternRecord) error {
 	if err != nil {
 		return err
 	}
-	pi, known := k.byName[name]
+	pi, known := k.lookupName(name)
 	if !known {
 		if n := len(k.pats); n > 0 && r.Seq <= k.pats[n-1].seq {
 			return fmt.Errorf("%w: pattern %s (seq %d) arrives after seq %d", ErrCorrupt, r.Name, r.Seq, k.pats[n-1].seq)
@@ -367,10 +398,32 @@ func (k *kb) replayPattern(r PatternRecord) error {
 	k.count(pi, r.Frequency-k.pfreq[pi])
 	em := make([]Emotives, len(r.Emotives))
 	for i, e := range r.Emotives {
-		em[i] = e.clone()
+		em[i] = k.ownEmotives(e)
 	}
-	k.pats[pi].emotives = em
+	k.setWindow(pi, em)
 	return nil
+}
+
+// ownEmotives returns a copy of e whose names are the knowledge base's own
+// copies: a name may be a substring of a larger text (a decoded record or
+// request) that the knowledge base must not keep alive.
+func (k *kb) ownEmotives(e Emotives) Emotives {
+	if e == nil {
+		return nil
+	}
+	out := make(Emotives, len(e))
+	for i, x := range e {
+		name, ok := k.emoKeys[x.Name]
+		if !ok {
+			if k.emoKeys == nil {
+				k.emoKeys = make(map[string]string)
+			}
+			name = strings.Clone(x.Name)
+			k.emoKeys[name] = name
+		}
+		out[i] = Emotive{name, x.Value}
+	}
+	return out
 }
 
 // replayVector applies a stored vector record: a known name is kept as it
@@ -390,31 +443,42 @@ func (k *kb) replayVector(r VectorRecord) error {
 	return nil
 }
 
-// loadKB rebuilds a knowledge base from stored records: patterns in learn
-// sequence order, statistics derived from them (D14), vectors in store order.
-func loadKB(patterns []PatternRecord, vectors []VectorRecord) (*kb, error) {
-	k := newKB()
-	ps := slices.Clone(patterns)
-	slices.SortFunc(ps, func(a, b PatternRecord) int { return cmpSeq(a.Seq, b.Seq, a.Name, b.Name) })
-	for _, r := range ps {
-		if _, dup := k.find(r.Name); dup {
-			return nil, fmt.Errorf("%w: pattern %s stored twice", ErrCorrupt, r.Name)
-		}
-		if err := k.replayPattern(r); err != nil {
-			return nil, err
-		}
+// loadPattern adds a stored record to a knowledge base being loaded, in
+// learn sequence order.
+func (k *kb) loadPattern(r PatternRecord) error {
+	if _, dup := k.find(r.Name); dup {
+		return fmt.Errorf("%w: pattern %s stored twice", ErrCorrupt, r.Name)
 	}
-	vs := slices.Clone(vectors)
-	slices.SortFunc(vs, func(a, b VectorRecord) int { return cmpSeq(a.Seq, b.Seq, a.Name, b.Name) })
-	for _, r := range vs {
-		if k.vectors.has(r.Name) {
-			return nil, fmt.Errorf("%w: vector %s stored twice", ErrCorrupt, r.Name)
-		}
-		if err := k.replayVector(r); err != nil {
-			return nil, err
-		}
+	return k.replayPattern(r)
+}
+
+// loadVector adds a stored vector record to a knowledge base being loaded,
+// in store order.
+func (k *kb) loadVector(r VectorRecord) error {
+	if k.vectors.has(r.Name) {
+		return fmt.Errorf("%w: vector %s stored twice", ErrCorrupt, r.Name)
 	}
-	return k, nil
+	return k.replayVector(r)
+}
+
+// compact gives back the spare capacity that appending left in a freshly
+// built knowledge base (a fifth of the posting lists, up to a quarter of
+// the other arrays).
+func (k *kb) compact() {
+	for id, list := range k.post {
+		k.post[id] = clip(list)
+	}
+	k.arena, k.pats, k.plen, k.pfreq, k.loc = clip(k.arena), clip(k.pats), clip(k.plen), clip(k.pfreq), clip(k.loc)
+	k.syms.names, k.syms.freq, k.syms.mmf, k.post = clip(k.syms.names), clip(k.syms.freq), clip(k.syms.mmf), clip(k.post)
+}
+
+// clip returns s, or a copy without its spare capacity if that is more
+// than a sixteenth of its length.
+func clip[T any](s []T) []T {
+	if cap(s)-len(s) > len(s)/16 {
+		return slices.Clone(s)
+	}
+	return s
 }
 
 // cmpSeq orders records by sequence number, then name.

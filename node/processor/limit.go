@@ -60,8 +60,8 @@ func (p *Processor) checkLearn(seq [][]string, deferred []deferredVector, emoBuf
 	}
 	// The emotive window the learn would leave (kb.learn).
 	var window []Emotives
-	if pi, ok := p.kb.byName[modelHash(seq)]; ok {
-		window = p.kb.pats[pi].emotives
+	if pi, ok := p.kb.lookupName(modelHash(seq)); ok {
+		window = p.kb.window(pi)
 	}
 	if avg := averageEmotives(emoBuf); len(avg) > 0 {
 		window = append(window[:len(window):len(window)], dropZeros(avg))

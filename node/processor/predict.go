@@ -456,7 +456,7 @@ func (ev *evaluator) prediction(en *ensemble, c *cand) Prediction {
 		Type:             "prototypical",
 		Name:             ModelPrefix + hexName(p.name),
 		Frequency:        freq,
-		Emotives:         averageStored(p.emotives),
+		Emotives:         averageStored(k.window(c.pat)),
 		Matches:          matches,
 		Past:             evs[:c.ps:c.ps],
 		Present:          evs[c.ps:c.pe:c.pe],

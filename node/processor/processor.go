@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 )
 
 // Processor is one KATO processor: short-term memory, knowledge base and
@@ -61,24 +61,30 @@ func New(cfg Config, id, name string) (*Processor, error) {
 // from the patterns (D14), and the same STM gives the same predictions as
 // before the records were stored. Records that do not check out (a name
 // that is not the hash of the events, a vector name that is not the hash of
-// its values, ...) give an error wrapping ErrCorrupt.
+// its values, ...) give an error wrapping ErrCorrupt. A pattern record may
+// leave its Name empty (see Builder.AddPattern).
 func Load(cfg Config, id, name string, patterns []PatternRecord, vectors []VectorRecord) (*Processor, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	b := NewBuilder()
+	ps := slices.Clone(patterns)
+	for i := range ps {
+		if ps[i].Name == "" {
+			ps[i].Name = ModelName(ps[i].Events)
+		}
 	}
-	if id == "" || !validWTF8(id) {
-		return nil, fmt.Errorf("%w: the instance id must be non-empty UTF-8", ErrInvalid)
+	sortRecords(ps, patternKey)
+	for _, r := range ps {
+		if b.AddPattern(r) != nil {
+			break
+		}
 	}
-	if name == "" || utf8.RuneCountInString(name) > 128 || !validWTF8(name) {
-		return nil, fmt.Errorf("%w: the instance name must be 1 to 128 characters", ErrInvalid)
+	vs := slices.Clone(vectors)
+	sortRecords(vs, vectorKey)
+	for _, r := range vs {
+		if b.AddVector(r) != nil {
+			break
+		}
 	}
-	k, err := loadKB(patterns, vectors)
-	if err != nil {
-		return nil, err
-	}
-	p := &Processor{id: id, name: name, work: work{cfg: cfg}, kb: k, pr: newPredictor()}
-	p.publish()
-	return p, nil
+	return b.Build(cfg, id, name)
 }
 
 // Open loads a processor from a store.

@@ -122,7 +122,7 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 		e.wmu.Unlock()
 		return ErrNotServing
 	}
-	pats, vecs := p.Patterns(), p.Vectors()
+	frozen := p.Freeze()
 	marked, at, err := c.com.Mark()
 	e.wmu.Unlock()
 	if err != nil {
@@ -131,14 +131,15 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	c.step(StepFrozen)
 	w := kb.NewSnapshot(c.meta.Model, c.lock.Txn, c.meta.Encode)
 	w.OnChunk = func(int) { c.step(StepChunk) }
-	for _, r := range pats {
-		if err := w.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err != nil {
-			return err
+	var err2 error
+	for r := range frozen.Patterns {
+		if err2 = w.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err2 != nil {
+			return err2
 		}
 	}
-	for _, r := range vecs {
-		if err := w.Add(ctx, processor.Change{Kind: processor.PutVector, Vector: r}); err != nil {
-			return err
+	for r := range frozen.Vectors {
+		if err2 = w.Add(ctx, processor.Change{Kind: processor.PutVector, Vector: r}); err2 != nil {
+			return err2
 		}
 	}
 	select {

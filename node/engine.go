@@ -241,34 +241,36 @@ func (e *engine) load(ctx context.Context) (*processor.Processor, kb.State, erro
 	return l.p, st, nil
 }
 
-// modelLoader builds a processor as kb.Load reads the model.
+// modelLoader builds a processor as kb.Load reads the model: the
+// snapshot's records go straight into the index (processor.Builder), the log
+// is replayed on the built processor.
 type modelLoader struct {
 	genes    processor.Config
 	id, name string
 	onBuild  func(records int64)
-	pats     []processor.PatternRecord
-	vecs     []processor.VectorRecord
+	b        *processor.Builder
+	n        int64
 	p        *processor.Processor
 }
 
 func (l *modelLoader) Record(ch processor.Change) error {
-	switch ch.Kind {
-	case processor.PutPattern:
-		if ch.Pattern.Name == "" {
-			ch.Pattern.Name = processor.ModelName(ch.Pattern.Events)
-		}
-		l.pats = append(l.pats, ch.Pattern)
-	case processor.PutVector:
-		l.vecs = append(l.vecs, ch.Vector)
+	if l.b == nil {
+		l.b = processor.NewBuilder()
 	}
-	return nil
+	l.n++
+	if ch.Kind == processor.PutVector {
+		return l.b.AddVector(ch.Vector)
+	}
+	return l.b.AddPattern(ch.Pattern)
 }
 
 func (l *modelLoader) Built() error {
-	l.onBuild(int64(len(l.pats) + len(l.vecs)))
-	p, err := processor.Load(l.genes, l.id, l.name, l.pats, l.vecs)
-	l.pats, l.vecs = nil, nil
-	l.p = p
+	if l.b == nil {
+		l.b = processor.NewBuilder()
+	}
+	l.onBuild(l.n)
+	p, err := l.b.Build(l.genes, l.id, l.name)
+	l.b, l.p = nil, p
 	return err
 }
 

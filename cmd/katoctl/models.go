@@ -342,6 +342,18 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 	fence, _ := lock.Fence()
 	meta := kb.Meta{V: coord.SchemaVersion, Model: model, Writer: "katoctl-import", Host: coord.Hostname(), Fence: fence.Rev}
 	im := kb.NewImport(model, lock.Txn, meta.Encode)
+	// abort leaves the model as it was. Every write of the import (its chunks)
+	// also put the meta record; a model that had no keys gets none back, not
+	// a lone meta record that would make it look like a model.
+	abort := func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Context), 10*time.Second)
+		defer cancel()
+		if resp.Count == 0 {
+			_, _ = lock.Txn(ctx).Then(clientv3.OpDelete(pfx, clientv3.WithPrefix())).Commit()
+			return
+		}
+		im.Abort(ctx)
+	}
 	prog := &progress{w: c.App.ErrWriter, verb: "imported", every: c.Int("progress")}
 	br := bufio.NewReaderSize(in, 64<<10)
 	var buf []byte
@@ -354,13 +366,16 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 			var kind string
 			var ch processor.Change
 			if kind, ch, err = kb.ParseExportLine(b); err == nil && kind != kb.KindMeta {
+				err = checkRecordSize(len(b), ch)
+			}
+			if err == nil && kind != kb.KindMeta {
 				ctx, cancel := cliutil.CommandContext(c)
 				err = im.Add(ctx, ch)
 				cancel()
 			}
 		}
 		if err != nil {
-			im.Abort(context.WithoutCancel(c.Context))
+			abort()
 			return fmt.Errorf("models import %s: %s: line %d: %w; the model is as it was", model, name, no, err)
 		}
 		buf = b[:0]
@@ -374,10 +389,37 @@ func modelsImport(c *cli.Context, e env, model, file string) error {
 	defer cancel()
 	h, err := im.Publish(ctx, "katoctl-import")
 	if err != nil {
-		im.Abort(context.WithoutCancel(c.Context))
+		abort()
 		return fmt.Errorf("models import %s: %w; the model is as it was", model, err)
 	}
 	fmt.Fprintf(c.App.Writer, "imported %s into %s (snapshot %s, %d bytes in %d chunks)\n", n, model, h.Snapshot, h.Bytes, h.Chunks)
+	return nil
+}
+
+// checkRecordSize refuses a record whose stored form (its JSON, as a node
+// would write it) is larger than kb.MaxRecordBytes: a node never writes one,
+// and one transaction may not hold it. Escaping makes JSON at most six times
+// the bytes it escapes, so a line shorter than a sixth of the bound is not
+// encoded again.
+func checkRecordSize(lineBytes int, ch processor.Change) error {
+	if lineBytes <= kb.MaxRecordBytes/6 {
+		return nil
+	}
+	var b []byte
+	var err error
+	name := ch.Pattern.Name
+	if ch.Kind == processor.PutVector {
+		b, err = ch.Vector.MarshalJSON()
+		name = ch.Vector.Name
+	} else {
+		b, err = ch.Pattern.MarshalJSON()
+	}
+	if err != nil {
+		return err
+	}
+	if len(b) > kb.MaxRecordBytes {
+		return fmt.Errorf("record %s is too large: %d bytes, a record is at most %d", name, len(b), kb.MaxRecordBytes)
+	}
 	return nil
 }
 

@@ -105,10 +105,7 @@ func ParseExportLine(b []byte) (kind string, ch processor.Change, err error) {
 		if p.Name != name {
 			return "", ch, fmt.Errorf("key %s holds pattern %q", l.Key, p.Name)
 		}
-		if h := processor.ModelName(p.Events); h != p.Name {
-			return "", ch, fmt.Errorf("pattern %s: its events hash to %s", p.Name, h)
-		}
-		if err := p.Validate(); err != nil {
+		if err := p.Validate(); err != nil { // its name is the hash of its events, and more
 			return "", ch, err
 		}
 		return KindPattern, processor.Change{Kind: processor.PutPattern, Pattern: p}, nil
@@ -332,5 +329,5 @@ func (im *Import) Abort(ctx context.Context) {
 	w := im.w
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, _ = w.fenced(ctx).Then(w.withMeta(clientv3.OpDelete(w.prefix+chunkPrefix(w.id), clientv3.WithPrefix()))...).Commit()
+	_, _ = w.fenced(ctx).Then(clientv3.OpDelete(w.prefix+chunkPrefix(w.id), clientv3.WithPrefix())).Commit()
 }

@@ -1,3 +1,6 @@
+// This file holds the fault-injection tests and their TestMain: the short run
+// CI makes, the long run, and the check that broken fencing is caught.
+
 package faults
 
 import (

@@ -1,3 +1,7 @@
+// This file holds the package's TestMain: one in-process etcd shared by every
+// test (each under a prefix of its own), and, after the tests, no goroutine
+// any of them started still running (goleak).
+
 package coord_test
 
 import (
@@ -8,6 +12,7 @@ import (
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -29,6 +34,14 @@ func TestMain(m *testing.M) {
 	testEtcd = c
 	code := m.Run()
 	c.Close()
+	if code == 0 {
+		// Every goroutine a test started has stopped once the tests and
+		// the shared etcd have.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

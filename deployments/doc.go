@@ -12,4 +12,7 @@
 //   - prometheus/ passes `promtool check config`, the Grafana dashboard's
 //     queries parse and name only metrics the node exports, and the systemd
 //     unit passes `systemd-analyze verify`.
+//
+// The fault-injection suite, which deploys real etcd members and katonodes
+// into network namespaces and breaks them, is the package faults beside it.
 package deployments

@@ -36,19 +36,6 @@ func (s *seen) has(k string) bool {
 	return s.got[k]
 }
 
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("never: %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
 // Every watcher of the product resumes after etcd compacted the history it
 // was about to read: the registry watch, the node's directory (instances for
 // /v1/sd, lock holders), the mailbox, and the warm standby. Their connection
@@ -71,6 +58,7 @@ func TestWatchersSurviveCompaction(t *testing.T) {
 	coord.Namespace(direct, coord.DefaultPrefix)
 	lg := zaptest.NewLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	const waitLimit = 30 * time.Second // each wait; ctx bounds the whole test
 	defer cancel()
 
 	// The watchers, all through the proxy.
@@ -101,7 +89,7 @@ func TestWatchersSurviveCompaction(t *testing.T) {
 	go func() { defer wg.Done(); n.dir.Run(wctx) }()
 	warm := n.engine.follow(wctx)
 	defer warm.stop()
-	waitFor(t, ctx, "the warm copy loads", func() bool { warm.mu.Lock(); defer warm.mu.Unlock(); return warm.proc != nil })
+	etcdtest.Eventually(t, waitLimit, func() bool { warm.mu.Lock(); defer warm.mu.Unlock(); return warm.proc != nil }, "the warm copy loads")
 	<-n.dir.Ready()
 
 	// The writers, straight to etcd.
@@ -140,14 +128,14 @@ func TestWatchersSurviveCompaction(t *testing.T) {
 	}
 	check := func(id, msg, lockModel, pattern string) {
 		t.Helper()
-		waitFor(t, ctx, "the registry watch sees "+id, func() bool { return instances.has(id) })
-		waitFor(t, ctx, "the mailbox receives "+msg, func() bool { return messages.has(msg) })
-		waitFor(t, ctx, "/v1/sd's directory lists "+id, func() bool { _, ok := n.dir.Instance(id); return ok })
-		waitFor(t, ctx, "the directory knows the holder of "+lockModel, func() bool {
+		etcdtest.Eventually(t, waitLimit, func() bool { return instances.has(id) }, "the registry watch sees %s", id)
+		etcdtest.Eventually(t, waitLimit, func() bool { return messages.has(msg) }, "the mailbox receives %s", msg)
+		etcdtest.Eventually(t, waitLimit, func() bool { _, ok := n.dir.Instance(id); return ok }, "/v1/sd's directory lists %s", id)
+		etcdtest.Eventually(t, waitLimit, func() bool {
 			_, h, ok, _ := n.dir.Resolve(lockModel)
 			return ok && h.ID == id
-		})
-		waitFor(t, ctx, "the warm copy has pattern "+pattern[:8], func() bool {
+		}, "the directory knows the holder of %s", lockModel)
+		etcdtest.Eventually(t, waitLimit, func() bool {
 			warm.mu.Lock()
 			defer warm.mu.Unlock()
 			if warm.proc == nil || warm.broken {
@@ -155,7 +143,7 @@ func TestWatchersSurviveCompaction(t *testing.T) {
 			}
 			_, err := warm.proc.Model(pattern)
 			return err == nil
-		})
+		}, "the warm copy has pattern %s", pattern[:8])
 	}
 
 	px.Blackhole()

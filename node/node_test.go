@@ -38,16 +38,7 @@ func startNode(t testing.TB, etc *etcdtest.Cluster, cfg node.Config) *node.Node 
 			t.Errorf("Run: %v", err)
 		}
 	})
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !n.Ready() {
-		select {
-		case <-deadline:
-			t.Fatal("node not ready")
-		case <-tick.C:
-		}
-	}
+	etcdtest.Eventually(t, 20*time.Second, n.Ready, "node ready")
 	return n
 }
 
@@ -188,20 +179,13 @@ func waitStatus(t *testing.T, etc *etcdtest.Cluster, id string, st coord.Status)
 	t.Helper()
 	cli := etc.Client(t)
 	coord.Namespace(cli, coord.DefaultPrefix)
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	etcdtest.EventuallyNoError(t, 20*time.Second, func() error {
 		in, err := coord.GetInstance(context.Background(), cli, id)
-		if err == nil && in.Status == st {
-			return
+		if err == nil && in.Status != st {
+			err = fmt.Errorf("%+v", in)
 		}
-		select {
-		case <-deadline:
-			t.Fatalf("%s not %s: %+v %v", id, st, in, err)
-		case <-tick.C:
-		}
-	}
+		return err
+	}, "%s %s", id, st)
 }
 
 // An admin breaking the lock (katoctl locks break) sends the holder back to

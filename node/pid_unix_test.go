@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kato-coord/kato/coord/etcdtest"
 )
 
 // A killed process its parent has not reaped yet (a zombie) is not alive:
@@ -28,13 +30,7 @@ func TestPidAliveZombieIsDead(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for pidAlive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatal("a killed, unreaped child still counts as alive")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return !pidAlive(pid) }, "a killed, unreaped child counts as dead")
 	cmd.Wait()
 	if pidAlive(pid) {
 		t.Fatal("a reaped child counts as alive")

@@ -190,20 +190,6 @@ func metric(t *testing.T, base, series string) float64 {
 	return 0
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v", what, d)
-		}
-		<-tick.C
-	}
-}
-
 // An unused session's key and lease vanish from etcd after its TTL with no
 // sweeper, and its id answers 404; a used one lives on past its TTL.
 func TestSessionExpiresAndSlides(t *testing.T) {
@@ -231,17 +217,17 @@ func TestSessionExpiresAndSlides(t *testing.T) {
 		c.ok("GET", "/sessions/"+idle+"/exists", "")
 		<-tick.C
 	}
-	waitFor(t, 20*time.Second, "expiry of the idle session", func() bool {
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
 		r, err := cli.Get(ctx, coord.SessionKey("m", idle), clientv3.WithCountOnly())
 		return err == nil && r.Count == 0
-	})
+	}, "expiry of the idle session")
 	if ttl, err := cli.TimeToLive(ctx, lease); err != nil || ttl.TTL != -1 {
 		t.Fatalf("lease of the expired session: %v %v", ttl, err)
 	}
-	waitFor(t, 10*time.Second, "404 for the expired session", func() bool {
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		code, _ := c.call("GET", "/sessions/"+idle+"/stm", "")
 		return code == 404
-	})
+	}, "404 for the expired session")
 	if got := c.ok("GET", "/sessions/"+busy+"/stm", ""); got["length"].(float64) < 10 {
 		t.Fatalf("busy session: %v", got)
 	}
@@ -256,7 +242,7 @@ func TestSessionExpiresAndSlides(t *testing.T) {
 	if limit := time.Since(burst).Seconds() + 1; refreshes < 0 || refreshes > limit {
 		t.Fatalf("%v lease refreshes for 50 uses in %v", refreshes, time.Since(burst))
 	}
-	waitFor(t, 10*time.Second, "expiry metric", func() bool { return metric(t, n.APIURL(), `kato_sessions_expired_total{model="m"}`) == 1 })
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return metric(t, n.APIURL(), `kato_sessions_expired_total{model="m"}`) == 1 }, "expiry metric")
 	if got := c.ok("GET", "/sessions/"+idle+"/exists", ""); got["exists"] != false || got["expired"] != true {
 		t.Fatalf("exists of the expired session: %v", got)
 	}

@@ -75,20 +75,6 @@ func (l *lockWatch) stored() (patterns, vectors int64) {
 	return n.Patterns, n.Vectors
 }
 
-// eventually waits up to 30 s for cond.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 30 s: %s", what)
-		}
-		<-tick.C
-	}
-}
-
 func observeBody(strs []string, vec []float64) string {
 	vecs := []any{}
 	if vec != nil {
@@ -190,10 +176,10 @@ func TestRefusedWriteReloadsUnderTheSameLock(t *testing.T) {
 	}
 	lw.check("a refused write")
 	// Reloaded: the refused pattern is gone from memory too, writes work again.
-	eventually(t, "the refused pattern is gone after the reload", func() bool {
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		code, _ := c.call("GET", "/m/model/"+processor.ModelName([][]string{{big, "y"}}), "")
 		return code == 404
-	})
+	}, "the refused pattern is gone after the reload")
 	observe(c, "m", "three", "four")
 	c.ok("POST", "/m/learn", "")
 	lw.check("the reload")

@@ -41,19 +41,7 @@ func TestWarmCopyCurrentOnlyAfterWholeRevision(t *testing.T) {
 	defer n.ln.Close()
 	w := n.engine.follow(ctx)
 	defer w.stop()
-	for {
-		w.mu.Lock()
-		loaded := w.proc != nil
-		w.mu.Unlock()
-		if loaded {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("warm copy never loaded")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	etcdtest.Eventually(t, 60*time.Second, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.proc != nil }, "the warm copy loads")
 
 	s, err := coord.NewSession(ctx, cli, zaptest.NewLogger(t))
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/coord/etcdtest"
 )
 
 // lockEtcd starts etcd and returns the global flags that reach it and a
@@ -38,18 +39,6 @@ func lockHolder(t *testing.T, ctx context.Context, cli *clientv3.Client, model, 
 	}
 	t.Cleanup(func() { s.Close(context.Background()) })
 	return coord.NewModelLock(s, model, coord.WithHolder(id, "host-"+id))
-}
-
-// lockWaitFor polls cond until it holds or ctx ends.
-func lockWaitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 func lockWaiters(ctx context.Context, cli *clientv3.Client, model string) int {
@@ -83,7 +72,7 @@ func TestLocksLsAndBreak(t *testing.T) {
 				acquired <- id
 			}
 		}()
-		lockWaitFor(t, ctx, id+" queued", func() bool { return lockWaiters(ctx, cli, "m") == i+1 })
+		etcdtest.Eventually(t, 30*time.Second, func() bool { return lockWaiters(ctx, cli, "m") == i+1 }, "%s queued", id)
 	}
 	defer func() { wcancel(); wg.Wait() }()
 	// A plain etcd mutex on another model.

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/coord/etcdtest"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
 )
@@ -652,10 +653,10 @@ func TestModelsForceRefusedWithWaitersAndStaleLock(t *testing.T) {
 		coord.NewModelLock(s, "queued", coord.WithHolder("node-b", "host-2")).Lock(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-waiting; s.Close(context.Background()) })
-	waitFor(t, "node-b to queue for the lock", func() bool {
+	etcdtest.Eventually(t, 15*time.Second, func() bool {
 		st, _, err := coord.GetLock(testCtx(t), cli, "queued")
 		return err == nil && len(st.Waiters) == 1
-	})
+	}, "node-b to queue for the lock")
 	r := katoctl(t, nil, append(flags, "models", "rm", "--force", "queued")...)
 	if r.code != 1 || !strings.Contains(r.stderr, "1 more wait for it (first: node-b@host-2)") || !strings.Contains(r.stderr, "nothing removed") {
 		t.Fatalf("rm --force with a waiter: exit %d, stderr %q", r.code, r.stderr)
@@ -683,20 +684,6 @@ func TestModelsForceRefusedWithWaitersAndStaleLock(t *testing.T) {
 	r = katoctl(t, nil, append(flags, "models", "rm", "--force", "stuck")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "removed 2 keys of model stuck") {
 		t.Fatalf("rm --force of a model with a stale lock key: exit %d, out %q, err %q", r.code, r.stdout, r.stderr)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
 	}
 }
 

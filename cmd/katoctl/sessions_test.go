@@ -31,7 +31,7 @@ func sessionNode(t *testing.T) (string, []string) {
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitCond(t, "node ready", n.Ready)
+	etcdtest.Eventually(t, 20*time.Second, n.Ready, "node ready")
 	return n.APIURL(), []string{"--endpoints", strings.Join(etc.Endpoints(), ",")}
 }
 
@@ -92,30 +92,14 @@ func TestSessionsLsGetRm(t *testing.T) {
 	if r := run("sessions", "rm", sids[0]); r.code != 0 || !strings.Contains(r.stdout, "removed "+sids[0]) {
 		t.Fatalf("rm: exit %d %s%s", r.code, r.stdout, r.stderr)
 	}
-	waitCond(t, "404 for the removed session", func() bool {
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
 		code, _ := httpDo(t, "GET", api+"/sessions/"+sids[0]+"/stm", "")
 		return code == 404
-	})
+	}, "404 for the removed session")
 	if r := run("sessions", "rm", "--model", "m"); r.code != 0 || !strings.Contains(r.stdout, "removed 2 sessions of m") {
 		t.Fatalf("rm --model: exit %d %s%s", r.code, r.stdout, r.stderr)
 	}
 	if _, m := httpDo(t, "GET", api+"/sessions/count", ""); m["active_session_count"] != 0.0 {
 		t.Fatalf("count after rm: %v", m)
-	}
-}
-
-// waitCond polls cond until it holds, failing after 20 s.
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(20 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("no %s after 20 s", what)
-		case <-tick.C:
-		}
 	}
 }

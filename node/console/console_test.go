@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"runtime"
@@ -346,19 +345,10 @@ func TestActions(t *testing.T) {
 // waitQueued waits until model's lock queue holds n keys.
 func waitQueued(t *testing.T, ctx context.Context, cli *clientv3.Client, model string, n int64) {
 	t.Helper()
-	for {
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		resp, err := cli.Get(ctx, coord.LockPrefix(model), clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err == nil && resp.Count == n {
-			return
-		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			t.Fatalf("lock queue of %s never held %d keys", model, n)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return err == nil && resp.Count == n
+	}, "lock queue of %s holds %d keys", model, n)
 }
 
 // etcdRequests counts the reads and transactions the in-process etcd

@@ -1,3 +1,6 @@
+// This file is the workload: clients that learn through every node, send
+// messages between nodes and write to etcd directly, recording each answer.
+
 package faults
 
 import (

@@ -1,3 +1,6 @@
+// This file holds the fault-injection tests and their TestMain: the short run
+// CI makes, the long run, and the check that broken fencing is caught.
+
 package faults
 
 import (
@@ -191,7 +194,7 @@ func runFaults(t *testing.T, d time.Duration) {
 
 // TestFaultsShort is the run CI makes: a few minutes of faults of every kind
 // against four nodes and three etcd members on hosts of their own, with every
-// workload checked (checker.go, Check).
+// workload checked (check_test.go, Check).
 func TestFaultsShort(t *testing.T) {
 	needHosts(t)
 	if *long {
@@ -200,7 +203,7 @@ func TestFaultsShort(t *testing.T) {
 	runFaults(t, duration(t, 150*time.Second))
 }
 
-// TestFaultsLong is the long run: go test ./node/faults -run Long -faults.long
+// TestFaultsLong is the long run: go test ./deployments/faults -run Long -faults.long
 // -timeout 2h (KATO_FAULTS_DURATION, default 30m; KATO_FAULTS_SEED replays).
 func TestFaultsLong(t *testing.T) {
 	if !*long {

@@ -1,3 +1,6 @@
+// This file tests the checker on hand-made histories: each check passes a
+// clean one and reports the violations planted in a broken one.
+
 package faults
 
 import (

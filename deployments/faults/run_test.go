@@ -1,3 +1,6 @@
+// This file is the scheduler: Run starts the workloads, injects seeded random
+// faults one after the other, waits for the cluster to settle and checks.
+
 package faults
 
 import (

@@ -1,3 +1,6 @@
+// This file is the checker: Check verifies DESIGN.md §6 over the recorded
+// history, the clients' operations and the injected faults.
+
 package faults
 
 import (

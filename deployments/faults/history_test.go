@@ -1,3 +1,6 @@
+// This file records what happened: every change of the /kato/ keys (Recorder),
+// the clients' operations (Log) and the injected faults.
+
 package faults
 
 import (

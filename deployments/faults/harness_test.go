@@ -1,3 +1,6 @@
+// This file starts and stops the cluster under test: three etcd members and
+// the katonodes, each on a test host of its own.
+
 package faults
 
 import (

@@ -1,3 +1,6 @@
+// This file makes the test hosts: network namespaces joined by a bridge, with
+// nftables rules to cut one off from another and heal.
+
 package faults
 
 import (

@@ -1,3 +1,6 @@
+// This file runs one process of the cluster on its test host: start, kill -9,
+// pause, resume and graceful stop.
+
 package faults
 
 import (

@@ -1,3 +1,6 @@
+// This file builds the binaries under test: katonode (optionally with build
+// tags such as kato_nofence) and etcd at go.mod's version.
+
 package faults
 
 import (

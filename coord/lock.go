@@ -234,6 +234,7 @@ func (l *ModelLock) acquired(rev, at int64, next *successor) Fence {
 	l.mu.Lock()
 	l.cur, l.last = h, h
 	l.mu.Unlock()
+	l.startMonitor(h)
 	l.lg.Debug("model lock taken", zap.String("key", l.key), zap.Int64("fence", rev))
 	return h.fence
 }
@@ -251,7 +252,7 @@ func (l *ModelLock) Unlock(ctx context.Context) error {
 		return fmt.Errorf("%w: model %q", ErrNotLocked, l.model)
 	}
 	// Stop the monitor first so that it does not take our own delete for a loss.
-	watched := l.stopMonitor(h)
+	l.stopMonitor(h)
 	end := func(err error) error {
 		h.end(err)
 		l.mu.Lock()
@@ -272,9 +273,7 @@ func (l *ModelLock) Unlock(ctx context.Context) error {
 		h.mu.Lock()
 		h.releasing = false
 		h.mu.Unlock()
-		if watched {
-			l.startMonitor(h)
-		}
+		l.startMonitor(h)
 		return fmt.Errorf("coord: model lock %q: release %s: %w", l.model, h.fence.Key, err)
 	case !released:
 		return end(fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, errKeyDeleted))

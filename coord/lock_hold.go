@@ -20,7 +20,7 @@ type lockHold struct {
 	mu        sync.Mutex
 	err       error              // why the hold ended
 	releasing bool               // Unlock under way: start no monitor
-	cancel    context.CancelFunc // stops the monitor; nil until Lost starts it
+	cancel    context.CancelFunc // stops the monitor; nil when none runs
 	stopped   chan struct{}      // closed when the monitor returns
 }
 
@@ -47,9 +47,9 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // after Lock or TryLock succeeded; the channel belongs to that acquisition.
 // Before the first acquisition the channel is already closed.
 //
-// The first call for a hold starts watching the lock key, from the revision
-// the lock was taken at, so no deletion is missed however late Lost is called;
-// a hold nobody asks about costs no watch.
+// The hold's monitor, started when the lock was taken, watches the lock key
+// from the revision the lock was taken at, so no deletion is missed however
+// late Lost is called.
 func (l *ModelLock) Lost() <-chan struct{} {
 	l.mu.Lock()
 	h, cur := l.last, l.cur
@@ -59,7 +59,6 @@ func (l *ModelLock) Lost() <-chan struct{} {
 	}
 	if h == cur {
 		l.checkSession(h)
-		l.startMonitor(h)
 	}
 	return h.lost
 }

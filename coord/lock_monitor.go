@@ -7,14 +7,50 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
 
+// monitorGroup is the lock monitors of one session: Session.Close returns
+// only after every one has stopped, so that no monitor outlives the session
+// (or reads a client that is being closed), whatever the order in which the
+// holder unlocks and closes.
+type monitorGroup struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// start runs f in a goroutine of the group; false once the group is closed.
+func (g *monitorGroup) start(f func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// closeAndWait starts no more monitors and waits for those running; the
+// session's Done must be closed first, which ends them.
+func (g *monitorGroup) closeAndWait() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
 // startMonitor starts watching hold h unless a monitor runs, Unlock is under
-// way or the hold ended.
+// way or the hold ended. The monitor belongs to the hold: it ends with it
+// (Unlock stops it, a loss ends it) and with the session (Close waits for it).
 func (l *ModelLock) startMonitor(h *lockHold) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -22,33 +58,34 @@ func (l *ModelLock) startMonitor(h *lockHold) {
 		return
 	}
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
-	h.cancel = cancel
-	h.stopped = make(chan struct{})
-	go l.monitor(ctx, h)
+	stopped := make(chan struct{})
+	if !l.s.monitors.start(func() { l.monitor(ctx, h, stopped) }) {
+		cancel() // the session is closed: checkSession ends the hold
+		return
+	}
+	h.cancel, h.stopped = cancel, stopped
 }
 
-// stopMonitor marks h as being released and stops its monitor, if any. It
-// reports whether a monitor ran.
-func (l *ModelLock) stopMonitor(h *lockHold) bool {
+// stopMonitor marks h as being released and stops its monitor, if any.
+func (l *ModelLock) stopMonitor(h *lockHold) {
 	h.mu.Lock()
 	h.releasing = true
 	cancel, stopped := h.cancel, h.stopped
 	h.cancel = nil
 	h.mu.Unlock()
 	if cancel == nil {
-		return false
+		return
 	}
 	cancel()
 	<-stopped
-	return true
 }
 
 // monitor ends the hold when the session is lost or the lock key deleted. It
 // watches the key from the revision after the lock was taken and, when the
 // watch breaks, checks the key and watches again. It returns when ctx is
 // cancelled (Unlock) or the hold ended.
-func (l *ModelLock) monitor(ctx context.Context, h *lockHold) {
-	defer close(h.stopped)
+func (l *ModelLock) monitor(ctx context.Context, h *lockHold, stopped chan struct{}) {
+	defer close(stopped)
 	ctx, cancel := l.withSession(ctx)
 	defer cancel()
 	next := h.at + 1
@@ -121,10 +158,19 @@ func (l *ModelLock) follow(ctx context.Context, h *lockHold, next *int64) error 
 // dropStaleInfo deletes lockinfo/<model> when it is still ours after our key
 // was deleted by someone else, so that nobody is sent to a holder that lost
 // the lock. Our key being absent means this session holds nothing of the
-// model, so a record under our lease is stale.
+// model, so a record under our lease is stale. The monitor calls it as it
+// returns: Unlock stopping the monitor does not cut it short, and the end of
+// the session does (Session.Close waits for the monitor).
 func (l *ModelLock) dropStaleInfo() {
-	l.cleanup(context.Background(), "remove stale lock info", []clientv3.Cmp{
+	ctx, cancel := l.withSession(context.Background())
+	defer cancel()
+	ctx, tcancel := context.WithTimeout(ctx, l.s.TTL())
+	defer tcancel()
+	_, err := l.s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.LeaseValue(l.infoKey), "=", l.s.Lease()),
 		clientv3.Compare(clientv3.CreateRevision(l.key), "=", 0),
-	}, clientv3.OpDelete(l.infoKey))
+	).Then(clientv3.OpDelete(l.infoKey)).Commit()
+	if err != nil && l.s.Err() == nil {
+		l.lg.Warn("could not remove stale lock info", zap.String("key", l.key), zap.Error(err))
+	}
 }

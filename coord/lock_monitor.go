@@ -89,7 +89,7 @@ func (l *ModelLock) monitor(ctx context.Context, h *lockHold, stopped chan struc
 	ctx, cancel := l.withSession(ctx)
 	defer cancel()
 	next := h.at + 1
-	var retry msgBackoff
+	var retry Backoff
 	for {
 		lost := l.follow(ctx, h, &next)
 		if serr := l.s.Err(); lost == nil && serr != nil {
@@ -106,7 +106,7 @@ func (l *ModelLock) monitor(ctx context.Context, h *lockHold, stopped chan struc
 		if ctx.Err() != nil {
 			return
 		}
-		if retry.wait(ctx) != nil {
+		if retry.Wait(ctx) != nil {
 			continue // ctx or session ended: the next round reports which
 		}
 		gctx, gcancel := context.WithTimeout(ctx, l.s.TTL())
@@ -121,7 +121,7 @@ func (l *ModelLock) monitor(ctx context.Context, h *lockHold, stopped chan struc
 			return
 		}
 		next = resp.Header.Revision + 1
-		retry.reset()
+		retry.Reset()
 	}
 }
 

@@ -183,7 +183,7 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 	defer cancel()
 	var (
 		w     *predWatch
-		retry msgBackoff
+		retry Backoff
 	)
 	defer func() { w.stop() }()
 	older := clientv3.Compare(clientv3.CreateRevision(l.pfx), ">", q.rev-1).WithPrefix()
@@ -197,7 +197,7 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 		if !msgRetryable(ctx, err) {
 			return fmt.Errorf("coord: model lock %q: %s: %w", l.model, what, err)
 		}
-		return retry.wait(ctx)
+		return retry.Wait(ctx)
 	}
 	gone := func() (int64, *successor, error) {
 		return fail(fmt.Errorf("%w: model %q: queue key %s was deleted while waiting", ErrLockLost, l.model, l.key))
@@ -219,7 +219,7 @@ func (l *ModelLock) waitTurn(ctx context.Context, q queued) (int64, *successor, 
 				// watch again.
 				w.stop()
 				w = nil
-				if err := retry.wait(ctx); err != nil {
+				if err := retry.Wait(ctx); err != nil {
 					return fail(err)
 				}
 			case !deleted:

@@ -122,7 +122,7 @@ func (m *Mailbox) run(ctx context.Context, fn func(context.Context, Message) err
 // receive lists and then (with follow) watches the inbox until ctx ends or fn
 // fails.
 func (m *Mailbox) receive(ctx context.Context, fn func(context.Context, Message) error, a *acker, follow bool) error {
-	var bo msgBackoff
+	var bo Backoff
 	for {
 		// A key handled but not yet deleted is skipped, so a re-list never
 		// delivers a handled message again.
@@ -131,7 +131,7 @@ func (m *Mailbox) receive(ctx context.Context, fn func(context.Context, Message)
 			return nil
 		}
 		if err == nil {
-			bo.reset()
+			bo.Reset()
 			err = m.follow(ctx, fn, a, rev+1)
 			if errors.Is(err, errInboxCompacted) {
 				m.lg.Info("inbox watch revision was compacted, listing the inbox again", zap.Int64("listed-rev", rev))
@@ -143,7 +143,7 @@ func (m *Mailbox) receive(ctx context.Context, fn func(context.Context, Message)
 			return err
 		}
 		m.lg.Debug("listing the inbox failed, retrying", zap.Error(err))
-		if bo.wait(ctx) != nil {
+		if bo.Wait(ctx) != nil {
 			return ctx.Err()
 		}
 	}
@@ -177,7 +177,7 @@ func (m *Mailbox) deliver(ctx context.Context, fn func(context.Context, Message)
 // watching again after the watch ends (leader loss, ...), until ctx ends, fn
 // fails, or next has been compacted (errInboxCompacted).
 func (m *Mailbox) follow(ctx context.Context, fn func(context.Context, Message) error, a *acker, next int64) error {
-	var bo msgBackoff
+	var bo Backoff
 	for {
 		progressed, err := m.watchOnce(ctx, fn, a, &next)
 		var herr *msgHandlerError
@@ -185,10 +185,10 @@ func (m *Mailbox) follow(ctx context.Context, fn func(context.Context, Message) 
 			return err
 		}
 		if progressed {
-			bo.reset()
+			bo.Reset()
 		}
 		m.lg.Debug("inbox watch ended, watching again", zap.Int64("from-rev", next), zap.Error(err))
-		if bo.wait(ctx) != nil {
+		if bo.Wait(ctx) != nil {
 			return ctx.Err()
 		}
 	}
@@ -437,7 +437,7 @@ func (a *acker) linger() bool {
 // drain deletes queued keys until none is left, retrying failures until the
 // acker's ctx ends.
 func (a *acker) drain() error {
-	var bo msgBackoff
+	var bo Backoff
 	for failures := 0; ; {
 		a.mu.Lock()
 		n := min(len(a.pending), inboxAckBatch)
@@ -459,12 +459,12 @@ func (a *acker) drain() error {
 			if failures++; failures == 1 && a.ctx.Err() == nil {
 				a.lg.Warn("deleting handled messages failed, retrying", zap.Int("count", n), zap.Error(err))
 			}
-			if werr := bo.wait(a.ctx); werr != nil {
+			if werr := bo.Wait(a.ctx); werr != nil {
 				return err
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		failures = 0
 		a.mu.Lock()
 		a.pending = a.pending[n:]

@@ -81,79 +81,54 @@ func (l *ModelLock) stopMonitor(h *lockHold) {
 }
 
 // monitor ends the hold when the session is lost or the lock key deleted. It
-// watches the key from the revision after the lock was taken and, when the
-// watch breaks, checks the key and watches again. It returns when ctx is
-// cancelled (Unlock) or the hold ended.
+// watches the key from the revision after the lock was taken (a watch that
+// breaks resumes where it stopped; one whose revision was compacted reads the
+// key first). It returns when ctx is cancelled (Unlock), the session ends or
+// the hold ended.
 func (l *ModelLock) monitor(ctx context.Context, h *lockHold, stopped chan struct{}) {
 	defer close(stopped)
 	ctx, cancel := l.withSession(ctx)
 	defer cancel()
-	next := h.at + 1
-	var retry Backoff
-	for {
-		lost := l.follow(ctx, h, &next)
-		if serr := l.s.Err(); lost == nil && serr != nil {
-			lost = fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, serr)
-		}
-		if lost != nil {
-			h.end(lost)
-			l.lg.Warn("model lock lost", zap.String("key", h.fence.Key), zap.Int64("fence", h.fence.Rev), zap.Error(lost))
-			if errors.Is(lost, errKeyDeleted) {
-				l.dropStaleInfo()
+	lost := func(err error) error { return fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, err) }
+	w := &resumableWatch{
+		cli: l.s.cli, lg: l.lg, what: "lock key", key: h.fence.Key,
+		list: func(ctx context.Context) (int64, error) {
+			gctx, gcancel := context.WithTimeout(ctx, l.s.TTL())
+			defer gcancel()
+			resp, err := l.s.cli.Get(gctx, h.fence.Key)
+			if err != nil {
+				return 0, err
 			}
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if retry.Wait(ctx) != nil {
-			continue // ctx or session ended: the next round reports which
-		}
-		gctx, gcancel := context.WithTimeout(ctx, l.s.TTL())
-		resp, err := l.s.cli.Get(gctx, h.fence.Key)
-		gcancel()
-		if err != nil {
-			continue
-		}
-		if kv := firstKV(resp.Kvs); kv == nil || kv.CreateRevision != h.fence.Rev {
-			h.end(fmt.Errorf("%w: model %q: %w (found missing after a watch error)", ErrLockLost, l.model, errKeyDeleted))
-			l.dropStaleInfo()
-			return
-		}
-		next = resp.Header.Revision + 1
-		retry.Reset()
+			if kv := firstKV(resp.Kvs); kv == nil || kv.CreateRevision != h.fence.Rev {
+				return 0, &watchHandlerError{lost(fmt.Errorf("%w (found missing after a watch error)", errKeyDeleted))}
+			}
+			return resp.Header.Revision, nil
+		},
+		events: func(evs []*clientv3.Event) error {
+			for _, ev := range evs {
+				if ev.Type == mvccpb.DELETE || ev.Kv.CreateRevision != h.fence.Rev {
+					return lost(errKeyDeleted)
+				}
+			}
+			return nil
+		},
+	}
+	err := w.run(ctx, h.at+1)
+	if serr := l.s.Err(); serr != nil && !errors.Is(err, errKeyDeleted) {
+		err = lost(serr)
+	} else if !errors.Is(err, ErrLockLost) {
+		return // stopped by Unlock
+	}
+	h.end(err)
+	l.lg.Warn("model lock lost", zap.String("key", h.fence.Key), zap.Int64("fence", h.fence.Rev), zap.Error(err))
+	if errors.Is(err, errKeyDeleted) {
+		l.dropStaleInfo()
 	}
 }
 
 var errReleased = fmt.Errorf("%w: released by Unlock", ErrNotLocked)
 
 var errKeyDeleted = errors.New("lock key deleted (broken by an admin, or the lease revoked)")
-
-// follow watches the lock key from *next until the hold is lost (returned), or
-// the watch breaks or ctx ends (nil).
-func (l *ModelLock) follow(ctx context.Context, h *lockHold, next *int64) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	wch := l.s.cli.Watch(wctx, h.fence.Key, clientv3.WithRev(*next))
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-l.s.Done():
-			return fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, l.s.Err())
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil {
-				return nil
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE || ev.Kv.CreateRevision != h.fence.Rev {
-					return fmt.Errorf("%w: model %q: %w", ErrLockLost, l.model, errKeyDeleted)
-				}
-				*next = ev.Kv.ModRevision + 1
-			}
-		}
-	}
-}
 
 // dropStaleInfo deletes lockinfo/<model> when it is still ours after our key
 // was deleted by someone else, so that nobody is sent to a holder that lost

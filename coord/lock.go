@@ -56,12 +56,10 @@ type ModelLock struct {
 
 	// Parts of the enqueue transactions that never change: what Lock reads
 	// to join the queue (the predecessor, or our key if it exists), what
-	// TryLock reads (our key, the holder and lockinfo), and the JSON values up
-	// to their time field.
-	absent, emptyQueue  clientv3.Cmp
-	predRead, keyRead   clientv3.Op
-	holderReads         []clientv3.Op
-	entryHead, infoHead []byte
+	// TryLock reads (our key, the holder and lockinfo).
+	absent, emptyQueue clientv3.Cmp
+	predRead, keyRead  clientv3.Op
+	holderReads        []clientv3.Op
 
 	// busy is whether the last Lock or TryLock found the queue taken (see
 	// enqueue); only they use it.
@@ -127,8 +125,6 @@ func NewModelLock(s *Session, model string, opts ...LockOption) *ModelLock {
 	l.predRead = clientv3.OpGet(l.pfx, clientv3.WithLastCreate()...)
 	l.keyRead = clientv3.OpGet(l.key)
 	l.holderReads = []clientv3.Op{l.keyRead, clientv3.OpGet(l.pfx, clientv3.WithFirstCreate()...), clientv3.OpGet(l.infoKey)}
-	l.entryHead = jsonHead(queueEntry{V: SchemaVersion, ID: l.id, Host: l.host, Token: l.token})
-	l.infoHead = jsonHead(holderRecord{V: SchemaVersion, ID: l.id, Host: l.host, Key: l.key})
 	if err := CheckID(model); err != nil {
 		l.err = fmt.Errorf("coord: model name: %w", err)
 	}

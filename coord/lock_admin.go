@@ -14,6 +14,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // LockEntry is one key of a model's lock queue.
@@ -48,12 +49,9 @@ func lockEntryOf(kv, info *mvccpb.KeyValue) LockEntry {
 	if info == nil {
 		return e
 	}
-	var r holderRecord
-	if json.Unmarshal(info.Value, &r) != nil {
+	r, err := ParseLockInfo(info)
+	if err != nil {
 		return e
-	}
-	if r.Rev == 0 {
-		r.Rev = info.ModRevision
 	}
 	if r.Key == e.Key && r.Rev == e.Rev {
 		e.ID, e.Host, e.Since = r.ID, r.Host, r.Since
@@ -161,4 +159,57 @@ func BreakLock(ctx context.Context, kv clientv3.KV, model string) (LockState, er
 		return st, fmt.Errorf("coord: model %q: lock key %s (fence %d) went away before it could be broken; nothing removed", model, h.Key, h.Rev)
 	}
 	return st, nil
+}
+
+// LockEvent is the holder record of one model as WatchLocks reports it: Info
+// is the zero LockInfo (but for Model) when the model has no holder record
+// (Removed), or one that does not decode.
+type LockEvent struct {
+	Model    string
+	Info     LockInfo
+	Removed  bool
+	Revision int64
+}
+
+// WatchLocks follows the holder records of every model lock (lockinfo/)
+// until ctx ends: list is called with every record at a revision, first and
+// again whenever the watch had to list again (its revision was compacted),
+// and fn with each change after it, in revision order. A record that does not
+// parse is reported as Removed: the model has no holder anyone can be sent to.
+func WatchLocks(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, list func(map[string]LockInfo, int64), fn func(LockEvent)) error {
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	w := &resumableWatch{
+		cli: cli, lg: lg, what: "lock holders", key: lockInfoDir, opts: []clientv3.OpOption{clientv3.WithPrefix()},
+		list: func(ctx context.Context) (int64, error) {
+			resp, err := cli.Get(ctx, lockInfoDir, clientv3.WithPrefix())
+			if err != nil {
+				return 0, fmt.Errorf("coord: list lock holders: %w", err)
+			}
+			infos := make(map[string]LockInfo, len(resp.Kvs))
+			for _, kv := range resp.Kvs {
+				if info, err := ParseLockInfo(kv); err == nil {
+					infos[info.Model] = info
+				}
+			}
+			list(infos, resp.Header.Revision)
+			return resp.Header.Revision, nil
+		},
+		events: func(evs []*clientv3.Event) error {
+			for _, ev := range evs {
+				e := LockEvent{Model: string(ev.Kv.Key[len(lockInfoDir):]), Revision: ev.Kv.ModRevision}
+				if ev.Type == clientv3.EventTypeDelete {
+					e.Removed = true
+				} else if info, err := ParseLockInfo(ev.Kv); err == nil {
+					e.Info = info
+				} else {
+					e.Removed = true
+				}
+				fn(e)
+			}
+			return nil
+		},
+	}
+	return w.run(ctx, 0)
 }

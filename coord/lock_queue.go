@@ -286,8 +286,8 @@ func (l *ModelLock) handedOver(info *mvccpb.KeyValue, rev int64) bool {
 	if info == nil || clientv3.LeaseID(info.Lease) != l.s.Lease() {
 		return false
 	}
-	var r holderRecord
-	return json.Unmarshal(info.Value, &r) == nil && r.Key == l.key && r.Rev == rev
+	r, err := ParseLockInfo(info)
+	return err == nil && r.Key == l.key && r.Rev == rev
 }
 
 // successor is the waiter right after a holder, to which Unlock hands the

@@ -1,3 +1,6 @@
+// The mailbox: sending messages to an instance's inbox, and the message
+// format.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// Receiving from a mailbox: list then watch the inbox (on the resumable
+// watch), deliver in revision order, and delete handled messages in batches.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// The instance registry: the record of each instance under its session
+// lease (Register, Update, Deregister) and reading it (List, Get, WatchInstances).
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// The directory: this node's live view of the registered instances and the
+// lock holders, kept by watches.
+
 package node
 
 import (

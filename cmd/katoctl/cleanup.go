@@ -1,3 +1,5 @@
+// katoctl cleanup: report and remove keys that no live lease explains.
+
 package main
 
 import (

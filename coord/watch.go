@@ -117,7 +117,20 @@ func (w *resumableWatch) watch(ctx context.Context, next *int64) (progressed boo
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	opts := append([]clientv3.OpOption{clientv3.WithRev(*next)}, w.opts...)
-	for wr := range w.cli.Watch(wctx, w.key, opts...) {
+	wch := w.cli.Watch(wctx, w.key, opts...)
+	for {
+		// Return as soon as ctx ends, not when the client has closed the
+		// watch: Unlock waits for the lock monitor to return.
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		case wr, ok = <-wch:
+		}
+		if !ok {
+			break
+		}
 		if wr.CompactRevision != 0 {
 			return progressed, errWatchCompacted
 		}

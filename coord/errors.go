@@ -1,3 +1,5 @@
+// The sentinel errors of coord.
+
 package coord
 
 import "errors"

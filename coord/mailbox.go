@@ -1,3 +1,6 @@
+// The mailbox: sending messages to an instance's inbox, and the message
+// format.
+
 package coord
 
 import (
@@ -301,7 +304,7 @@ func (m *Mailbox) send(ctx context.Context, to string, msg Message, start time.T
 		return Sent{}, fmt.Errorf("coord: encode message %s: %w", msg.ID, err)
 	}
 	key := InboxPrefix(to) + msg.ID
-	var bo msgBackoff
+	var bo Backoff
 	for {
 		lease, err := m.leases.get(ctx, m.s.cli.Lease, m.now, ttl)
 		if err == nil {
@@ -321,7 +324,7 @@ func (m *Mailbox) send(ctx context.Context, to string, msg Message, start time.T
 			return Sent{}, fmt.Errorf("coord: send message %s to %s: %w", msg.ID, to, err)
 		}
 		m.lg.Debug("send failed, retrying", zap.String("msg", msg.ID), zap.Error(err))
-		if err := bo.wait(ctx); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return Sent{}, fmt.Errorf("coord: send message %s to %s: %w", msg.ID, to, err)
 		}
 	}
@@ -449,25 +452,3 @@ func msgRetryable(ctx context.Context, err error) bool {
 	}
 	return false
 }
-
-// msgBackoff waits between retries: 50 ms doubling to 1 s.
-type msgBackoff struct{ d time.Duration }
-
-func (b *msgBackoff) wait(ctx context.Context) error {
-	switch {
-	case b.d == 0:
-		b.d = 50 * time.Millisecond
-	case b.d < time.Second:
-		b.d *= 2
-	}
-	t := time.NewTimer(b.d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func (b *msgBackoff) reset() { b.d = 0 }

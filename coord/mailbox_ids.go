@@ -1,3 +1,5 @@
+// Message ids: ULID-like, ordered by time, generated without an outside package.
+
 package coord
 
 import (

@@ -1,3 +1,5 @@
+// The TTL leases messages share, bucketed by expiry time.
+
 package coord
 
 import (

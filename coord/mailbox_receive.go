@@ -1,3 +1,6 @@
+// Receiving from a mailbox: list then watch the inbox (on the resumable
+// watch), deliver in revision order, and delete handled messages in batches.
+
 package coord
 
 import (
@@ -30,9 +33,6 @@ const (
 	// write load close to the senders' own (see the benchmark).
 	inboxAckLinger = 50 * time.Millisecond
 )
-
-// errInboxCompacted ends a watch whose start revision etcd has compacted away.
-var errInboxCompacted = errors.New("coord: inbox watch start revision compacted")
 
 // Receive delivers the messages of this mailbox's instance to fn, one at a
 // time, in etcd revision order: first those already waiting, then new ones as
@@ -120,33 +120,41 @@ func (m *Mailbox) run(ctx context.Context, fn func(context.Context, Message) err
 }
 
 // receive lists and then (with follow) watches the inbox until ctx ends or fn
-// fails.
+// fails. A key handled but not yet deleted is skipped, so a re-list never
+// delivers a handled message again.
 func (m *Mailbox) receive(ctx context.Context, fn func(context.Context, Message) error, a *acker, follow bool) error {
-	var bo msgBackoff
-	for {
-		// A key handled but not yet deleted is skipped, so a re-list never
-		// delivers a handled message again.
-		rev, err := listInbox(ctx, m.kv, m.lg, m.nodeID, a.has, func(msg Message) error { return m.deliver(ctx, fn, a, msg) })
-		if err == nil && !follow {
-			return nil
-		}
-		if err == nil {
-			bo.reset()
-			err = m.follow(ctx, fn, a, rev+1)
-			if errors.Is(err, errInboxCompacted) {
-				m.lg.Info("inbox watch revision was compacted, listing the inbox again", zap.Int64("listed-rev", rev))
-				continue
+	w := &resumableWatch{
+		cli: m.s.cli, lg: m.lg, what: "inbox", key: InboxPrefix(m.nodeID),
+		opts: []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithFilterDelete()},
+		list: func(ctx context.Context) (int64, error) {
+			return listInbox(ctx, m.kv, m.lg, m.nodeID, a.has, func(msg Message) error { return m.deliver(ctx, fn, a, msg) })
+		},
+		events: func(evs []*clientv3.Event) error {
+			for _, ev := range evs {
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				msg, err := decodeMessage(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, ev.Kv.Lease)
+				if err != nil {
+					m.lg.Warn("skipping a message that does not decode", zap.Error(err))
+					continue
+				}
+				if err := m.deliver(ctx, fn, a, msg); err != nil {
+					return err
+				}
 			}
-		}
-		var herr *msgHandlerError
-		if errors.As(err, &herr) || ctx.Err() != nil || !msgRetryable(ctx, err) {
-			return err
-		}
-		m.lg.Debug("listing the inbox failed, retrying", zap.Error(err))
-		if bo.wait(ctx) != nil {
-			return ctx.Err()
-		}
+			return nil
+		},
+		retryable: func(err error) bool {
+			var herr *msgHandlerError
+			return !errors.As(err, &herr) && msgRetryable(ctx, err)
+		},
 	}
+	if !follow {
+		_, err := w.listed(ctx)
+		return err
+	}
+	return w.run(ctx, 0)
 }
 
 // msgHandlerError is a non-nil return of the handler.
@@ -171,67 +179,6 @@ func (m *Mailbox) deliver(ctx context.Context, fn func(context.Context, Message)
 	}
 	a.ack(InboxPrefix(m.nodeID) + msg.ID)
 	return nil
-}
-
-// follow watches the inbox from revision next and delivers every new message,
-// watching again after the watch ends (leader loss, ...), until ctx ends, fn
-// fails, or next has been compacted (errInboxCompacted).
-func (m *Mailbox) follow(ctx context.Context, fn func(context.Context, Message) error, a *acker, next int64) error {
-	var bo msgBackoff
-	for {
-		progressed, err := m.watchOnce(ctx, fn, a, &next)
-		var herr *msgHandlerError
-		if errors.As(err, &herr) || errors.Is(err, errInboxCompacted) || ctx.Err() != nil || !msgRetryable(ctx, err) {
-			return err
-		}
-		if progressed {
-			bo.reset()
-		}
-		m.lg.Debug("inbox watch ended, watching again", zap.Int64("from-rev", next), zap.Error(err))
-		if bo.wait(ctx) != nil {
-			return ctx.Err()
-		}
-	}
-}
-
-// watchOnce runs one watch from *next, advancing *next past every message it
-// delivers. progressed tells whether the watch delivered any response.
-func (m *Mailbox) watchOnce(ctx context.Context, fn func(context.Context, Message) error, a *acker, next *int64) (progressed bool, err error) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	prefix := InboxPrefix(m.nodeID)
-	wch := m.s.cli.Watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(*next), clientv3.WithFilterDelete())
-	for wr := range wch {
-		if wr.CompactRevision != 0 {
-			return progressed, errInboxCompacted
-		}
-		if err := wr.Err(); err != nil {
-			return progressed, err
-		}
-		progressed = true
-		for _, ev := range wr.Events {
-			if ev.Type != clientv3.EventTypePut {
-				continue
-			}
-			*next = ev.Kv.ModRevision + 1
-			msg, err := decodeMessage(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, ev.Kv.Lease)
-			if err != nil {
-				m.lg.Warn("skipping a message that does not decode", zap.Error(err))
-				continue
-			}
-			if err := m.deliver(ctx, fn, a, msg); err != nil {
-				return progressed, err
-			}
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return progressed, err
-	}
-	// Closed without an error: the client is closing.
-	if err := m.s.cli.Ctx().Err(); err != nil {
-		return progressed, fmt.Errorf("coord: inbox watch closed: etcd client closed: %w", err)
-	}
-	return progressed, errors.New("coord: inbox watch closed")
 }
 
 type inboxKey struct {
@@ -437,7 +384,7 @@ func (a *acker) linger() bool {
 // drain deletes queued keys until none is left, retrying failures until the
 // acker's ctx ends.
 func (a *acker) drain() error {
-	var bo msgBackoff
+	var bo Backoff
 	for failures := 0; ; {
 		a.mu.Lock()
 		n := min(len(a.pending), inboxAckBatch)
@@ -459,12 +406,12 @@ func (a *acker) drain() error {
 			if failures++; failures == 1 && a.ctx.Err() == nil {
 				a.lg.Warn("deleting handled messages failed, retrying", zap.Int("count", n), zap.Error(err))
 			}
-			if werr := bo.wait(a.ctx); werr != nil {
+			if werr := bo.Wait(a.ctx); werr != nil {
 				return err
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		failures = 0
 		a.mu.Lock()
 		a.pending = a.pending[n:]

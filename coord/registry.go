@@ -1,3 +1,6 @@
+// The instance registry: the record of each instance under its session
+// lease (Register, Update, Deregister) and reading it (List, Get, WatchInstances).
+
 package coord
 
 import (
@@ -274,23 +277,12 @@ func WatchInstances(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, f
 		lg = zap.NewNop()
 	}
 	known := map[string]Instance{}
-	next := fromRev
-	if next <= 0 {
-		rev, err := relist(ctx, cli, known, fn)
-		if err != nil {
-			return err
-		}
-		next = rev + 1
-	} else {
+	if fromRev > 0 {
 		// Start from the state at fromRev-1 so deletes can name the record.
 		resp, err := cli.Get(ctx, InstancesPrefix(), clientv3.WithPrefix(), clientv3.WithRev(fromRev-1))
 		switch {
 		case errors.Is(err, rpctypes.ErrCompacted):
-			rev, err := relist(ctx, cli, known, fn)
-			if err != nil {
-				return err
-			}
-			next = rev + 1
+			fromRev = 0 // list instead
 		case err != nil:
 			return fmt.Errorf("coord: watch instances: %w", err)
 		default:
@@ -301,32 +293,17 @@ func WatchInstances(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, f
 			}
 		}
 	}
-	for {
-		rev, err := watchFrom(ctx, cli, next, known, fn)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if errors.Is(err, rpctypes.ErrCompacted) {
-			lg.Info("registry watch compacted; listing again", zap.Int64("from", next))
-			rev, err = relist(ctx, cli, known, fn)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				lg.Warn("registry relist failed", zap.Error(err))
-				if !sleepCtx(ctx, 200*time.Millisecond) {
-					return ctx.Err()
-				}
-				continue
+	w := &resumableWatch{
+		cli: cli, lg: lg, what: "registry", key: InstancesPrefix(), opts: []clientv3.OpOption{clientv3.WithPrefix()},
+		list: func(ctx context.Context) (int64, error) { return relist(ctx, cli, known, fn) },
+		events: func(evs []*clientv3.Event) error {
+			for _, ev := range evs {
+				instanceEvent(ev, known, fn)
 			}
-		} else if err != nil {
-			lg.Debug("registry watch broke; resuming", zap.Int64("from", rev+1), zap.Error(err))
-			if !sleepCtx(ctx, 100*time.Millisecond) {
-				return ctx.Err()
-			}
-		}
-		next = rev + 1
+			return nil
+		},
 	}
+	return w.run(ctx, fromRev)
 }
 
 // relist reads the registry, reports the difference to known, and returns the
@@ -362,61 +339,27 @@ func relist(ctx context.Context, cli *clientv3.Client, known map[string]Instance
 	return rev, nil
 }
 
-// watchFrom watches from rev until the watch ends, reporting events. It
-// returns the last revision fully handled and why the watch ended.
-func watchFrom(ctx context.Context, cli *clientv3.Client, rev int64, known map[string]Instance, fn func(InstanceEvent)) (int64, error) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	last := rev - 1
-	wch := cli.Watch(wctx, InstancesPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev))
-	for resp := range wch {
-		if err := resp.Err(); err != nil {
-			return last, err
+// instanceEvent reports one watch event of the registry and applies it to
+// known.
+func instanceEvent(ev *clientv3.Event, known map[string]Instance, fn func(InstanceEvent)) {
+	id := string(ev.Kv.Key[len(InstancesPrefix()):])
+	if ev.Type == clientv3.EventTypeDelete {
+		old, ok := known[id]
+		if !ok {
+			old = Instance{ID: id}
 		}
-		for _, ev := range resp.Events {
-			id := string(ev.Kv.Key[len(InstancesPrefix()):])
-			switch ev.Type {
-			case clientv3.EventTypeDelete:
-				old, ok := known[id]
-				if !ok {
-					old = Instance{ID: id}
-				}
-				delete(known, id)
-				fn(InstanceEvent{Type: EventRemoved, Instance: old, Revision: ev.Kv.ModRevision})
-			default:
-				in, err := decodeInstance(ev.Kv)
-				if err != nil {
-					continue
-				}
-				typ := EventUpdated
-				if ev.IsCreate() {
-					typ = EventAdded
-				}
-				known[id] = in
-				fn(InstanceEvent{Type: typ, Instance: in, Revision: ev.Kv.ModRevision})
-			}
-		}
-		// Resume after the last event seen. A response's header revision can be
-		// ahead of the events it carries while a lagging watcher catches up, so
-		// only a progress notification (sent when the watcher is in sync)
-		// advances past the events.
-		if n := len(resp.Events); n > 0 {
-			last = resp.Events[n-1].Kv.ModRevision
-		} else if resp.IsProgressNotify() && resp.Header.Revision > last {
-			last = resp.Header.Revision
-		}
+		delete(known, id)
+		fn(InstanceEvent{Type: EventRemoved, Instance: old, Revision: ev.Kv.ModRevision})
+		return
 	}
-	return last, errors.New("watch channel closed")
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+	in, err := decodeInstance(ev.Kv)
+	if err != nil {
+		return
 	}
+	typ := EventUpdated
+	if ev.IsCreate() {
+		typ = EventAdded
+	}
+	known[id] = in
+	fn(InstanceEvent{Type: typ, Instance: in, Revision: ev.Kv.ModRevision})
 }

@@ -38,6 +38,7 @@ type Session struct {
 	loopDone  chan struct{}
 	closeOnce sync.Once
 	lostOnce  sync.Once
+	monitors  monitorGroup // lock monitors: Close waits for them
 
 	now func() time.Time
 
@@ -161,6 +162,7 @@ func (s *Session) Close(ctx context.Context) error {
 		<-s.loopDone
 		lost := s.Err() != nil
 		s.markLost(ErrSessionClosed)
+		s.monitors.closeAndWait()
 		if lost {
 			return // nothing to revoke
 		}

@@ -1,14 +1,14 @@
+// The directory: this node's live view of the registered instances and the
+// lock holders, kept by watches.
+
 package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -51,7 +51,7 @@ func (d *Directory) Run(ctx context.Context) error {
 			rev = r
 			break
 		}
-		if !sleep(ctx, 200*time.Millisecond) {
+		if coord.Sleep(ctx, 200*time.Millisecond) != nil {
 			return nil
 		}
 	}
@@ -97,31 +97,13 @@ func (d *Directory) bump() {
 	d.changed = make(chan struct{})
 }
 
-type holderInfo struct {
-	ID string `json:"id"`
-}
-
-// watchHolders lists lockinfo/ and follows it, re-listing on compaction.
+// watchHolders follows the lock holders (coord.WatchLocks) and signals
+// listed after each full listing.
 func (d *Directory) watchHolders(ctx context.Context, listed chan<- struct{}) error {
-	prefix := coord.LockInfoPrefix()
-	for {
-		resp, err := d.cli.Get(ctx, prefix, clientv3.WithPrefix())
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			d.lg.Debug("list lock holders", zap.Error(err))
-			if !sleep(ctx, 200*time.Millisecond) {
-				return ctx.Err()
-			}
-			continue
-		}
-		holders := map[string]string{}
-		for _, kv := range resp.Kvs {
-			var h holderInfo
-			if json.Unmarshal(kv.Value, &h) == nil {
-				holders[strings.TrimPrefix(string(kv.Key), prefix)] = h.ID
-			}
+	return coord.WatchLocks(ctx, d.cli, d.lg, func(infos map[string]coord.LockInfo, _ int64) {
+		holders := make(map[string]string, len(infos))
+		for model, info := range infos {
+			holders[model] = info.ID
 		}
 		d.mu.Lock()
 		d.holders = holders
@@ -131,46 +113,16 @@ func (d *Directory) watchHolders(ctx context.Context, listed chan<- struct{}) er
 		case listed <- struct{}{}:
 		default:
 		}
-		next := resp.Header.Revision + 1
-		for {
-			err = d.followHolders(ctx, prefix, &next)
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, rpctypes.ErrCompacted) {
-				break // list again
-			}
-			if !sleep(ctx, 100*time.Millisecond) {
-				return ctx.Err()
-			}
-		}
-	}
-}
-
-func (d *Directory) followHolders(ctx context.Context, prefix string, next *int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range d.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(*next)) {
-		if err := resp.Err(); err != nil {
-			return err
-		}
+	}, func(ev coord.LockEvent) {
 		d.mu.Lock()
-		for _, ev := range resp.Events {
-			model := strings.TrimPrefix(string(ev.Kv.Key), prefix)
-			var h holderInfo
-			if ev.Type == clientv3.EventTypeDelete || json.Unmarshal(ev.Kv.Value, &h) != nil {
-				delete(d.holders, model)
-			} else {
-				d.holders[model] = h.ID
-			}
+		defer d.mu.Unlock()
+		if ev.Removed {
+			delete(d.holders, ev.Model)
+		} else {
+			d.holders[ev.Model] = ev.Info.ID
 		}
 		d.bump()
-		d.mu.Unlock()
-		if n := len(resp.Events); n > 0 {
-			*next = resp.Events[n-1].Kv.ModRevision + 1
-		}
-	}
-	return errors.New("watch closed")
+	})
 }
 
 // Instances returns every registered instance, in no order.
@@ -232,13 +184,6 @@ func (d *Directory) Resolve(name string) (model string, holder coord.Instance, o
 	return model, holder, ok, known
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+// sleep waits d; false when ctx ended first. It stays for the callers in
+// node/engine.go and node/sessions.go; it is coord.Sleep.
+func sleep(ctx context.Context, d time.Duration) bool { return coord.Sleep(ctx, d) == nil }

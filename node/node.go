@@ -275,8 +275,8 @@ const (
 // must not leave the node deaf to messages, katoctl stop included.
 func (n *Node) receive(ctx context.Context, s *coord.Session, mb *coord.Mailbox) {
 	defer n.setMailboxState(mailboxNoSession)
-	const first, most = 100 * time.Millisecond, 5 * time.Second
-	backoff := first
+	const most = 5 * time.Second
+	bo := coord.Backoff{Min: 100 * time.Millisecond, Max: most}
 	for {
 		n.setMailboxState(mailboxReceiving)
 		start := time.Now()
@@ -287,17 +287,13 @@ func (n *Node) receive(ctx context.Context, s *coord.Session, mb *coord.Mailbox)
 		n.setMailboxState(mailboxRestarting)
 		n.m.MailboxRestarts.Inc()
 		if time.Since(start) > most {
-			backoff = first
+			bo.Reset()
 		}
+		backoff := bo.Next()
 		n.lg.Warn("mailbox receive ended; starting it again", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		if n.sleep(ctx, s, backoff) != nil {
 			return
-		case <-s.Done():
-			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, most)
 	}
 }
 
@@ -345,10 +341,10 @@ func (n *Node) openSession(ctx context.Context) (*coord.Session, error) {
 			return s, nil
 		}
 		n.lg.Warn("cannot open an etcd session; retrying", zap.Error(err))
-		select {
-		case <-n.stopCh:
-			return nil, errStop
-		case <-time.After(time.Second):
+		// Only a stop request ends these retries (not ctx), as NewSession fails
+		// at once on an ended ctx.
+		if err := n.sleep(context.WithoutCancel(ctx), nil, time.Second); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -400,12 +396,8 @@ func (n *Node) register(ctx context.Context, reg *coord.Registry, rec *coord.Ins
 		} else {
 			n.lg.Warn("cannot register again; retrying", zap.Error(err))
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-n.stopCh:
-			return errStop
-		case <-time.After(200 * time.Millisecond):
+		if err := n.sleep(ctx, nil, 200*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
@@ -563,16 +555,39 @@ func (n *Node) release(ctx context.Context, s *coord.Session, lock *coord.ModelL
 
 // pause waits a second before a retry; it returns why not to retry.
 func (n *Node) pause(ctx context.Context, s *coord.Session) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.stopCh:
-		return errStop
-	case <-s.Done():
-		return s.Err()
-	case <-time.After(time.Second):
+	return n.sleep(ctx, s, time.Second)
+}
+
+// sleep waits d before a retry (coord.Sleep), and returns why not to retry
+// when it ends first: ctx's error, errStop when a stop is requested, or the
+// error of session s (when s is not nil) when it ends.
+func (n *Node) sleep(ctx context.Context, s *coord.Session, d time.Duration) error {
+	var sessionDone <-chan struct{}
+	if s != nil {
+		sessionDone = s.Done()
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // ends with wctx at the latest
+		select {
+		case <-n.stopCh:
+		case <-sessionDone:
+		case <-wctx.Done():
+		}
+		cancel()
+	}()
+	if coord.Sleep(wctx, d) == nil {
 		return nil
 	}
+	select {
+	case <-n.stopCh:
+		return errStop
+	default:
+	}
+	if s != nil && s.Err() != nil {
+		return s.Err()
+	}
+	return ctx.Err()
 }
 
 // errLockTimeout ends a node that did not get its model lock within

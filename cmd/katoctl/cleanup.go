@@ -1,7 +1,8 @@
+// katoctl cleanup: report and remove keys that no live lease explains.
+
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -192,11 +193,9 @@ func cleanup(c *cli.Context, e env) error {
 // orphanInfo says why lockinfo record kv describes no live lock, or "".
 // lockKeys maps each lock key read to whether its lease is live.
 func orphanInfo(kv *mvccpb.KeyValue, lockKeys map[string]bool) string {
-	model := strings.TrimPrefix(string(kv.Key), coord.LockInfoPrefix())
-	var rec struct {
-		Key string `json:"key"`
-	}
-	if json.Unmarshal(kv.Value, &rec) == nil && rec.Key != "" {
+	rec, err := coord.ParseLockInfo(kv)
+	model := rec.Model
+	if err == nil && rec.Key != "" {
 		live, found := lockKeys[rec.Key]
 		switch {
 		case !found:

@@ -1,3 +1,5 @@
+// katoctl locks: list model locks, break a stuck one, and run a command under a lock.
+
 package main
 
 import (

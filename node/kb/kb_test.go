@@ -438,7 +438,8 @@ type followed struct {
 }
 
 // follow runs Follow from st until the test ends; it sends every call with
-// changes (and, with all, every call) to the channel, and its end to done.
+// changes (and, with all, every call) to the channel, and its end to done
+// (then closed).
 func (f *fixture) follow(t *testing.T, st kb.State, all bool) (<-chan followed, <-chan error) {
 	revs := make(chan followed, 1000)
 	done := make(chan error, 1)
@@ -450,6 +451,7 @@ func (f *fixture) follow(t *testing.T, st kb.State, all bool) (<-chan followed, 
 			}
 			return nil
 		})
+		close(done) // the test may have read the error already
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return revs, done

@@ -680,3 +680,55 @@ func TestLoadWithoutRangeStreamReadsPages(t *testing.T) {
 		t.Fatalf("streamed load after it: %d patterns, want %d", len(full.patterns), n+1)
 	}
 }
+
+// Mark answers once everything enqueued before it is durable, with the log
+// position after it: what a checkpoint frozen at the Mark covers.
+func TestMarkIsThePositionAfterWhatCameBefore(t *testing.T) {
+	f := setup(t)
+	fence, entered, release := gatedFence(f, 1)
+	com, _ := f.committer(t, 3, fence, nil)
+	var waits []<-chan error
+	for i := range 5 {
+		w, err := com.Enqueue(numbered(i, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, w)
+		if i == 0 {
+			<-entered // the first is in flight, the rest queue
+		}
+	}
+	mark, at, err := com.Mark()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := com.Enqueue(numbered(10, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-mark; err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range waits {
+		select {
+		case err := <-w:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatal("the Mark answered before a change enqueued before it")
+		}
+	}
+	pos := at()
+	if err := <-after; err != nil {
+		t.Fatal(err)
+	}
+	// Entry 3 holds the first change, entry 4 the four queued behind it.
+	if pos.Seq != 5 || pos.Written == 0 {
+		t.Fatalf("mark at %+v, want sequence 5", pos)
+	}
+	if p := com.Position(); p.Seq != 6 || p.Written <= pos.Written {
+		t.Fatalf("position after one more entry: %+v", p)
+	}
+}

@@ -146,7 +146,8 @@ var (
 		return e
 	})
 	decoder = sync.OnceValue(func() *zstd.Decoder {
-		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBodyBytes))
+		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBodyBytes),
+			zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
 			panic(err)
 		}
@@ -171,7 +172,16 @@ func decompress(model string, codec byte, b []byte) ([]byte, error) {
 	case codecRaw:
 		return b, nil
 	case codecZstd:
-		out, err := decoder().DecodeAll(b, nil)
+		// EncodeAll puts the body's size in the frame header: a frame
+		// without it, or larger than a body may be, is refused before
+		// anything is decoded, and the body is decoded into a buffer of
+		// that size and no more (without a size, the decoder would grow its
+		// output up to maxBodyBytes before it fails).
+		var h zstd.Header
+		if err := h.Decode(b); err != nil || !h.HasFCS || h.FrameContentSize > maxBodyBytes {
+			return nil, fmt.Errorf("%w: model %s: a compressed body must say its size, at most %d bytes", ErrCorrupt, model, maxBodyBytes)
+		}
+		out, err := decoder().DecodeAll(b, make([]byte, 0, h.FrameContentSize))
 		if err != nil {
 			return nil, fmt.Errorf("%w: model %s: %v", ErrCorrupt, model, err)
 		}

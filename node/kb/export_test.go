@@ -118,7 +118,7 @@ func TestExportEqualsLoad(t *testing.T) {
 			}
 
 			// The export's lines import into the same model.
-			im := kb.NewImport(f.model, f.lock.Txn)
+			im := kb.NewImport(f.model, f.lock.Txn, nil)
 			for _, ch := range lines {
 				b, err := kb.AppendExportLine(nil, ch)
 				if err != nil {
@@ -132,7 +132,7 @@ func TestExportEqualsLoad(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := im.Publish(f.ctx, "test", nil); err != nil {
+			if _, err := im.Publish(f.ctx, "test"); err != nil {
 				t.Fatal(err)
 			}
 			again, _ := f.load(t)
@@ -165,7 +165,7 @@ func TestImportIsAllOrNothing(t *testing.T) {
 	}
 
 	// Aborted: nothing visible, and its chunks go.
-	ab := kb.NewImport(f.model, f.lock.Txn)
+	ab := kb.NewImport(f.model, f.lock.Txn, nil)
 	for _, ch := range recs {
 		if err := ab.Add(f.ctx, ch); err != nil {
 			t.Fatal(err)
@@ -179,7 +179,7 @@ func TestImportIsAllOrNothing(t *testing.T) {
 		t.Fatalf("%d chunks of an aborted import left", n)
 	}
 
-	im := kb.NewImport(f.model, f.lock.Txn)
+	im := kb.NewImport(f.model, f.lock.Txn, kb.Meta{Model: f.model, Writer: "import"}.Encode)
 	for i, ch := range recs {
 		if err := im.Add(f.ctx, ch); err != nil {
 			t.Fatal(err)
@@ -198,7 +198,7 @@ func TestImportIsAllOrNothing(t *testing.T) {
 	if c := im.Counts(); c.Patterns != 5000 || c.Vectors != 2 {
 		t.Fatalf("import counts %v", c)
 	}
-	h, err := im.Publish(f.ctx, "test", kb.Meta{Model: f.model, Writer: "import"}.Encode())
+	h, err := im.Publish(f.ctx, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestImportRefusesDuplicates(t *testing.T) {
 		{"vector name", v, vector(2, processor.IntVector(1))},
 		{"vector seq", v, vector(1, processor.IntVector(2))},
 	} {
-		im := kb.NewImport(f.model, f.lock.Txn)
+		im := kb.NewImport(f.model, f.lock.Txn, nil)
 		if err := im.Add(f.ctx, c.first); err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +255,7 @@ func TestImportRefusesDuplicates(t *testing.T) {
 		}
 		im.Abort(f.ctx)
 	}
-	im := kb.NewImport(f.model, f.lock.Txn)
+	im := kb.NewImport(f.model, f.lock.Txn, nil)
 	bad := a
 	bad.Pattern.Name = "not-a-hash"
 	if err := im.Add(f.ctx, bad); err == nil {

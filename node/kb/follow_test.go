@@ -54,11 +54,11 @@ func TestFollowStopsWhenTheModelIsReplaced(t *testing.T) {
 		want   error
 	}{
 		{"import", func(t *testing.T, f *fixture, st kb.State) {
-			im := kb.NewImport(f.model, f.lock.Txn)
+			im := kb.NewImport(f.model, f.lock.Txn, kb.Meta{Model: f.model}.Encode)
 			if err := im.Add(f.ctx, pat(1, 1, "imported", "x")); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := im.Publish(f.ctx, "test", kb.Meta{Model: f.model}.Encode()); err != nil {
+			if _, err := im.Publish(f.ctx, "test"); err != nil {
 				t.Fatal(err)
 			}
 		}, kb.ErrReplaced},

@@ -407,13 +407,13 @@ func TestWritesFailAfterLockLost(t *testing.T) {
 // logFrom, keeping the model's base.
 func (f *fixture) writeSnapshot(t *testing.T, base string, logFrom uint64, recs []processor.Change) kb.Head {
 	t.Helper()
-	w := kb.NewSnapshot(f.model, f.lock.Txn)
+	w := kb.NewSnapshot(f.model, f.lock.Txn, kb.Meta{Model: f.model, Writer: "test"}.Encode)
 	for _, ch := range recs {
 		if err := w.Add(f.ctx, ch); err != nil {
 			t.Fatal(err)
 		}
 	}
-	h, err := w.Publish(f.ctx, base, logFrom, false, "test", kb.Meta{Model: f.model, Writer: "test"}.Encode())
+	h, err := w.Publish(f.ctx, base, logFrom, false, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,9 +144,9 @@ func TestUnpublishedChunksAreIgnoredAndDeleted(t *testing.T) {
 	}
 	before, st := f.load(t)
 
-	early := kb.NewSnapshot(f.model, f.lock.Txn) // its id sorts before the next one's
-	next := kb.NewSnapshot(f.model, f.lock.Txn)
-	late := kb.NewSnapshot(f.model, f.lock.Txn)
+	early := kb.NewSnapshot(f.model, f.lock.Txn, nil) // its id sorts before the next one's
+	next := kb.NewSnapshot(f.model, f.lock.Txn, nil)
+	late := kb.NewSnapshot(f.model, f.lock.Txn, nil)
 	for _, w := range []*kb.SnapshotWriter{early, late} {
 		for _, ch := range many(5000, 5000) { // chunks are written as records are added
 			if err := w.Add(f.ctx, ch); err != nil {
@@ -166,7 +166,7 @@ func TestUnpublishedChunksAreIgnoredAndDeleted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h, err := next.Publish(f.ctx, "", st.NextSeq, false, "test", nil)
+	h, err := next.Publish(f.ctx, "", st.NextSeq, false, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestPublishWithLostLockChangesNothing(t *testing.T) {
 				}
 				return txn
 			}
-			w := kb.NewSnapshot(f.model, fence)
+			w := kb.NewSnapshot(f.model, fence, func() []byte { return []byte(`{"format":1}`) })
 			for _, ch := range many(100, 3000) { // a chunk written, the rest buffered
 				if err := w.Add(f.ctx, ch); err != nil {
 					t.Fatal(err)
@@ -217,7 +217,7 @@ func TestPublishWithLostLockChangesNothing(t *testing.T) {
 			}
 			keys := f.keys(t, "")
 			armed.Store(1)
-			_, err := w.Publish(f.ctx, "", st.NextSeq, false, "test", []byte(`{"format":1}`))
+			_, err := w.Publish(f.ctx, "", st.NextSeq, false, "test")
 			if breakErr != nil {
 				t.Fatal(breakErr)
 			}

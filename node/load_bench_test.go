@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +74,7 @@ func BenchmarkModelLoad(b *testing.B) {
 		n                              int
 		load, stream, build, oldLoad   time.Duration
 		oldBytes, newBytes, chunkBytes int64
+		heap, rss                      int64 // held by a loaded processor: Go heap in use, resident memory
 	}
 	var rows []row
 	for _, n := range sizes {
@@ -96,7 +98,7 @@ func BenchmarkModelLoad(b *testing.B) {
 				b.Fatal(err)
 			}
 			nd.ln.Close()
-			runtime.GC()
+			heap0, rss0 := memNow()
 			start := time.Now()
 			p, _, err := nd.engine.load(ctx)
 			if err != nil {
@@ -106,6 +108,11 @@ func BenchmarkModelLoad(b *testing.B) {
 			if got := p.Stats().Models; got != n {
 				b.Fatalf("loaded %d patterns of %s, want %d", got, model, n)
 			}
+			if model == newModel {
+				heap1, rss1 := memNow()
+				r.heap, r.rss = heap1-heap0, rss1-rss0
+			}
+			runtime.KeepAlive(p)
 		}
 		rawParts := func() {
 			// The same keys streamed and kept as bytes; the build from
@@ -153,13 +160,26 @@ func BenchmarkModelLoad(b *testing.B) {
 		b.ReportMetric((r.stream+r.build).Seconds()/r.load.Seconds(), fmt.Sprintf("raw/load/%d", n))
 	}
 	fmt.Printf("# model load, %d CPUs, %s/%s, %s; etcd 3.7 in-process (no fsync), one member\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Printf("%-10s %10s %12s %12s %14s %8s %12s %12s %12s %10s\n", "PATTERNS", "LOAD", "RAW STREAM", "RAW BUILD", "RAW/LOAD RATE", "GROWTH",
-		"OLD LOAD", "OLD B/PAT", "SNAP B/PAT", "SNAP/OLD")
+	fmt.Printf("%-10s %10s %12s %12s %14s %8s %12s %12s %12s %10s %12s %12s\n", "PATTERNS", "LOAD", "RAW STREAM", "RAW BUILD", "RAW/LOAD RATE", "GROWTH",
+		"OLD LOAD", "OLD B/PAT", "SNAP B/PAT", "SNAP/OLD", "HEAP B/PAT", "RSS B/PAT")
 	for _, r := range rows {
-		fmt.Printf("%-10d %10s %12s %12s %14.2f %7.1fx %12s %12.0f %12.0f %10.2f\n", r.n, r.load.Round(time.Millisecond), r.stream.Round(time.Millisecond),
+		fmt.Printf("%-10d %10s %12s %12s %14.2f %7.1fx %12s %12.0f %12.0f %10.2f %12.0f %12.0f\n", r.n, r.load.Round(time.Millisecond), r.stream.Round(time.Millisecond),
 			r.build.Round(time.Millisecond), (r.stream+r.build).Seconds()/r.load.Seconds(), r.load.Seconds()/rows[0].load.Seconds(),
-			r.oldLoad.Round(time.Millisecond), float64(r.oldBytes)/float64(r.n), float64(r.newBytes)/float64(r.n), float64(r.newBytes)/float64(r.oldBytes))
+			r.oldLoad.Round(time.Millisecond), float64(r.oldBytes)/float64(r.n), float64(r.newBytes)/float64(r.n), float64(r.newBytes)/float64(r.oldBytes),
+			float64(r.heap)/float64(r.n), float64(r.rss)/float64(r.n))
 	}
+}
+
+// memNow returns the Go heap in use and the process's resident memory after
+// a collection that gives freed memory back to the OS.
+func memNow() (heap, rss int64) {
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b, _ := os.ReadFile("/proc/self/statm")
+	var size, res int64
+	fmt.Sscan(string(b), &size, &res)
+	return int64(ms.HeapInuse), res * int64(os.Getpagesize())
 }
 
 // dbSize compacts etcd's history, defragments it and returns its db size.

@@ -17,25 +17,6 @@ import (
 	"github.com/kato-coord/kato/node/processor"
 )
 
-// ErrNotServing is returned for processor calls while the node does not hold
-// its model lock (standby, lease lost, stopping): the API answers 503.
-var ErrNotServing = errors.New("node: not serving this model now (no model lock)")
-
-// ErrWriteFailed is returned when a model change could not be made durable
-// because the node lost its lock; the API answers 503.
-var ErrWriteFailed = errors.New("node: model change not stored (model lock lost)")
-
-// ErrNotStored is returned when a model change was not made durable for a
-// reason of that request (etcd refused it, or a change before it failed):
-// the node keeps its lock and reloads the model from etcd before it takes
-// writes again; the API answers 503.
-var ErrNotStored = errors.New("node: model change not stored; the model reloads from etcd")
-
-// ErrOutcomeUnknown is returned when a model change was sent to etcd but its
-// result is not known (the node stopped serving while it was in flight, a
-// timeout, a lost connection): etcd may hold it or not. The API answers 503.
-var ErrOutcomeUnknown = errors.New("node: model change sent; whether it was stored is unknown")
-
 // engine owns the processor while the node holds the lock, and the warm copy
 // of the model while it waits.
 type engine struct {

@@ -24,10 +24,6 @@ import (
 	"github.com/kato-coord/kato/node/console"
 )
 
-// ErrStopRequested ends a session epoch when a stop was asked for (signal or
-// control message); Run then stops gracefully and returns nil.
-var errStop = errors.New("node: stop requested")
-
 // Node is one katonode: one instance, one processor, one HTTP server.
 type Node struct {
 	cfg     Config
@@ -589,10 +585,6 @@ func (n *Node) sleep(ctx context.Context, s *coord.Session, d time.Duration) err
 	}
 	return ctx.Err()
 }
-
-// errLockTimeout ends a node that did not get its model lock within
-// --lock-timeout.
-var errLockTimeout = errors.New("node: lock timeout")
 
 // acquire waits for the lock, bounded by the lock timeout, the session and
 // stop requests.

@@ -100,7 +100,7 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 	}
 	n.dir = NewDirectory(cli, n.lg)
 	n.console = n.newConsole()
-	n.engine = newEngine(n)
+	n.engine = newEngine(cli, n.cfg, n.m, metrics.NewSessions(reg), n.lg)
 	n.m.Info.WithLabelValues(cfg.ID, cfg.Name, cfg.Model, cfg.Version).Set(1)
 	n.m.SetState(string(coord.StatusStarting))
 	return n, nil

@@ -93,7 +93,7 @@ type sessionTable struct {
 // openSessions loads the model's sessions into p (a take-over continues
 // every session where it was) and starts watching for expiries.
 func (e *engine) openSessions(ctx context.Context, lock *coord.ModelLock, p *processor.Processor) (*sessionTable, error) {
-	t := &sessionTable{e: e, cli: e.n.cli, lock: lock, p: p, model: e.n.cfg.Model, ttls: e.n.cfg.SessionTTLs,
+	t := &sessionTable{e: e, cli: e.cli, lock: lock, p: p, model: e.model, ttls: e.sessionTTLs,
 		lg: e.lg.Named("sessions"), sm: e.sm, byID: map[string]*liveSession{}, writes: make(chan *sessionWrite), done: make(chan struct{})}
 	resp, err := t.cli.Get(ctx, coord.SessionPrefix(t.model), clientv3.WithPrefix())
 	if err != nil {
@@ -340,7 +340,7 @@ func (t *sessionTable) commit(ctx context.Context, batch []*sessionWrite) error 
 	}
 	start := time.Now()
 	_, err := t.lock.Txn(ctx).Then(ops...).Commit()
-	t.e.n.m.EtcdRequest.WithLabelValues("session_txn").Observe(time.Since(start).Seconds())
+	t.e.m.EtcdRequest.WithLabelValues("session_txn").Observe(time.Since(start).Seconds())
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
@@ -108,7 +109,9 @@ func (n *Node) runEpoch(ctx context.Context, first bool) error {
 		n.engine.deactivate()
 		// Make sure nothing of the old session outlives it at etcd either.
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		n.cli.Revoke(rctx, s.Lease())
+		if _, err := n.cli.Revoke(rctx, s.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			n.lg.Warn("cannot revoke the lost session's lease; it expires by itself", zap.Error(err))
+		}
 		rcancel()
 		ep.closeSession(context.Background())
 		return fmt.Errorf("%w: %v", coord.ErrSessionLost, s.Err())
@@ -122,7 +125,9 @@ func (n *Node) runEpoch(ctx context.Context, first bool) error {
 
 // closeSession closes the epoch's session (revoking its lease).
 func (ep *epoch) closeSession(ctx context.Context) {
-	ep.s.Close(ctx)
+	if err := ep.s.Close(ctx); err != nil {
+		ep.n.lg.Warn("cannot close the etcd session; its lease expires by itself", zap.Error(err))
+	}
 }
 
 func (n *Node) openSession(ctx context.Context) (*coord.Session, error) {
@@ -141,7 +146,10 @@ func (n *Node) openSession(ctx context.Context) (*coord.Session, error) {
 }
 
 func (n *Node) newRecord(s *coord.Session) coord.Instance {
-	genes, _ := json.Marshal(n.engine.geneMap())
+	genes, err := json.Marshal(n.engine.geneMap())
+	if err != nil {
+		n.lg.Warn("cannot encode the genes for the registry record", zap.Error(err))
+	}
 	return coord.Instance{
 		ID: n.cfg.ID, Name: n.cfg.Name, Model: n.cfg.Model, Host: n.cfg.AdvertiseHost, PID: os.Getpid(),
 		APIURL: n.apiURL, MetricsURL: n.apiURL + "/metrics", Status: coord.StatusStarting,

@@ -76,7 +76,9 @@ func New(cfg Config, cli *clientv3.Client, lg *zap.Logger) (*Node, error) {
 	}
 	serverTLS, forwardTLS, err := tlsConfigs(cfg)
 	if err != nil {
-		ln.Close()
+		if cerr := ln.Close(); cerr != nil {
+			lg.Warn("cannot close the listener", zap.Error(cerr))
+		}
 		return nil, err
 	}
 	scheme := "http"
@@ -123,7 +125,12 @@ func (n *Node) Stop() { n.stopOnce.Do(func() { close(n.stopCh) }) }
 // held by another live instance, or the model lock could not be had within
 // the lock timeout.
 func (n *Node) Run(ctx context.Context) error {
-	defer n.ln.Close()
+	defer func() {
+		// Shutdown closes it as a rule; a listener the server never took is closed here.
+		if err := n.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			n.lg.Warn("cannot close the listener", zap.Error(err))
+		}
+	}()
 	// Stopping: ctx ending is a stop request too.
 	go func() {
 		select {
@@ -175,7 +182,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
 	defer cancel()
-	srv.Shutdown(shutdownCtx)
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		n.lg.Warn("HTTP server did not shut down cleanly", zap.Duration("drain_timeout", n.cfg.DrainTimeout), zap.Error(err))
+	}
 	<-serveErr
 	return err
 }

@@ -55,7 +55,9 @@ func (t *sessionTable) create(ctx context.Context, req api.SessionCreate) (api.S
 		metadata: req.Metadata, refreshed: now}
 	if err := t.persist(ctx, ls); err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		t.cli.Revoke(rctx, grant.ID)
+		if _, rerr := t.cli.Revoke(rctx, grant.ID); rerr != nil {
+			t.lg.Warn("cannot revoke the lease of a session not created; it expires by itself", zap.Error(rerr))
+		}
 		cancel()
 		return api.SessionInfo{}, err
 	}
@@ -132,7 +134,9 @@ func (t *sessionTable) extend(ctx context.Context, sid string, ttl time.Duration
 	ls.lease, ls.ttl = grant.ID, ttl
 	if err := t.persist(ctx, ls); err != nil {
 		ls.lease, ls.ttl = old, oldTTL
-		t.cli.Revoke(context.WithoutCancel(ctx), grant.ID)
+		if _, rerr := t.cli.Revoke(context.WithoutCancel(ctx), grant.ID); rerr != nil {
+			t.lg.Warn("cannot revoke a session's unused new lease; it expires by itself", zap.String("session", sid), zap.Error(rerr))
+		}
 		return err
 	}
 	ls.refreshed = time.Now()

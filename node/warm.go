@@ -115,7 +115,9 @@ func (w *warmCopy) take(ctx context.Context, rev, metaRev int64, wait time.Durat
 			return p, next
 		}
 		if p != nil && !broken {
-			kb.RequestProgress(ctx, w.e.cli)
+			if err := kb.RequestProgress(ctx, w.e.cli); err != nil && ctx.Err() == nil {
+				w.e.lg.Debug("cannot ask etcd for the warm copy's progress", zap.Error(err))
+			}
 		}
 		select {
 		case <-moved:

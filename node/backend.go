@@ -1,5 +1,8 @@
 package node
 
+// This file is the node's api.Backend: the HTTP server, and what the API
+// asks of the node (routing, reads and writes, mailbox, history, instances).
+
 import (
 	"context"
 	"encoding/json"

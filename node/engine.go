@@ -1,5 +1,8 @@
 package node
 
+// This file is the engine: the processor while the node holds the model lock
+// (load, activate, read, write, deactivate, drain).
+
 import (
 	"context"
 	"errors"

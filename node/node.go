@@ -131,12 +131,15 @@ func (n *Node) Run(ctx context.Context) error {
 			n.lg.Warn("cannot close the listener", zap.Error(err))
 		}
 	}()
-	// Stopping: ctx ending is a stop request too.
+	// Stopping: ctx ending is a stop request too. The watcher ends with Run.
+	runDone := make(chan struct{})
+	defer close(runDone)
 	go func() {
 		select {
 		case <-ctx.Done():
 			n.Stop()
 		case <-n.stopCh:
+		case <-runDone:
 		}
 	}()
 	// Background parts live until Run returns.

@@ -1,5 +1,8 @@
 package node
 
+// This file is the node's api.Backend: the HTTP server, and what the API
+// asks of the node (routing, reads and writes, mailbox, history, instances).
+
 import (
 	"context"
 	"encoding/json"
@@ -118,15 +121,12 @@ func (b backend) GenesChanged(ctx context.Context) {
 		return
 	}
 	n.mu.Lock()
-	reg, rec := n.registry, n.record
+	ep := n.cur
 	n.mu.Unlock()
-	if reg == nil || rec == nil {
+	if ep == nil {
 		return
 	}
-	n.recMu.Lock()
-	defer n.recMu.Unlock()
-	rec.Genes = genes
-	if err := reg.Update(ctx, rec); err != nil {
+	if err := ep.setGenes(ctx, genes); err != nil {
 		n.lg.Warn("cannot record the new genes in the registry", zap.Error(err))
 	}
 }
@@ -134,10 +134,10 @@ func (b backend) GenesChanged(ctx context.Context) {
 func (b backend) mailbox() (*coord.Mailbox, error) {
 	b.n.mu.Lock()
 	defer b.n.mu.Unlock()
-	if b.n.mailbox == nil {
+	if b.n.cur == nil {
 		return nil, fmt.Errorf("%w: no etcd session", api.ErrUnavailable)
 	}
-	return b.n.mailbox, nil
+	return b.n.cur.mb, nil
 }
 
 func (b backend) Send(ctx context.Context, to string, msg coord.Message, ttl time.Duration) (coord.Sent, error) {

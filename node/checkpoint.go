@@ -46,11 +46,7 @@ type checkpointer struct {
 }
 
 func (e *engine) newCheckpointer(lock *coord.ModelLock, com *kb.Committer, meta kb.Meta, st checkpointState) *checkpointer {
-	policy := kb.DefaultPolicy()
-	if e.n.cfg.CheckpointPolicy != nil {
-		policy = *e.n.cfg.CheckpointPolicy
-	}
-	return &checkpointer{e: e, lg: e.lg, lock: lock, com: com, meta: meta, policy: policy,
+	return &checkpointer{e: e, lg: e.lg, lock: lock, com: com, meta: meta, policy: e.ckPolicy,
 		st: st, written: -st.logBytes}
 }
 
@@ -103,7 +99,7 @@ func (c *checkpointer) run(ctx context.Context) {
 }
 
 func (c *checkpointer) step(s string) {
-	if f := c.e.n.cfg.CheckpointStep; f != nil {
+	if f := c.e.ckStep; f != nil {
 		f(s)
 	}
 }

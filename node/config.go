@@ -1,5 +1,8 @@
 package node
 
+// This file is the node's Config, its defaults and checks, and binding the
+// HTTP port.
+
 import (
 	"fmt"
 	"net"

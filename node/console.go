@@ -1,5 +1,8 @@
 package node
 
+// This file builds the web console on the node's directory, mailbox and
+// metrics.
+
 import (
 	dto "github.com/prometheus/client_model/go"
 

@@ -1,5 +1,8 @@
 package node
 
+// This file is the engine: the processor while the node holds the model lock
+// (load, activate, read, write, deactivate, drain).
+
 import (
 	"context"
 	"errors"
@@ -9,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
@@ -17,30 +21,20 @@ import (
 	"github.com/kato-coord/kato/node/processor"
 )
 
-// ErrNotServing is returned for processor calls while the node does not hold
-// its model lock (standby, lease lost, stopping): the API answers 503.
-var ErrNotServing = errors.New("node: not serving this model now (no model lock)")
-
-// ErrWriteFailed is returned when a model change could not be made durable
-// because the node lost its lock; the API answers 503.
-var ErrWriteFailed = errors.New("node: model change not stored (model lock lost)")
-
-// ErrNotStored is returned when a model change was not made durable for a
-// reason of that request (etcd refused it, or a change before it failed):
-// the node keeps its lock and reloads the model from etcd before it takes
-// writes again; the API answers 503.
-var ErrNotStored = errors.New("node: model change not stored; the model reloads from etcd")
-
-// ErrOutcomeUnknown is returned when a model change was sent to etcd but its
-// result is not known (the node stopped serving while it was in flight, a
-// timeout, a lost connection): etcd may hold it or not. The API answers 503.
-var ErrOutcomeUnknown = errors.New("node: model change sent; whether it was stored is unknown")
-
 // engine owns the processor while the node holds the lock, and the warm copy
 // of the model while it waits.
 type engine struct {
-	n  *Node
-	lg *zap.Logger
+	// What the engine needs, set by newEngine.
+	cli         *clientv3.Client // confined to the key prefix
+	model       string           // the model it serves
+	id, host    string           // the node's id and advertised host, for the model's meta
+	ttl         time.Duration    // the session TTL: how long a take-over waits for the warm copy
+	sessionTTLs SessionTTLs
+	ckPolicy    kb.Policy         // when to checkpoint
+	ckStep      func(step string) // told each checkpoint step (crash tests); may be nil
+	m           *metrics.Metrics
+	sm          *metrics.Sessions
+	lg          *zap.Logger
 
 	// wmu orders processor changes with their submission to the committer, so
 	// etcd sees them in the order they were made.
@@ -58,12 +52,20 @@ type engine struct {
 	inflight   sync.WaitGroup
 	progress   loadProgress
 	sessions   *sessionTable // KATO 3 sessions while serving (sessions.go)
-	sm         *metrics.Sessions
 }
 
-func newEngine(n *Node) *engine {
-	return &engine{n: n, lg: n.lg.Named("engine"), genes: n.cfg.Genes, name: n.cfg.Name, failCh: make(chan struct{}), failOnce: &sync.Once{},
-		sm: metrics.NewSessions(n.reg)}
+// newEngine builds the engine of the node configured by cfg (defaults
+// applied); cli must be confined to the key prefix.
+func newEngine(cli *clientv3.Client, cfg Config, m *metrics.Metrics, sm *metrics.Sessions, lg *zap.Logger) *engine {
+	policy := kb.DefaultPolicy()
+	if cfg.CheckpointPolicy != nil {
+		policy = *cfg.CheckpointPolicy
+	}
+	return &engine{
+		cli: cli, model: cfg.Model, id: cfg.ID, host: cfg.AdvertiseHost, ttl: cfg.TTL, sessionTTLs: cfg.SessionTTLs,
+		ckPolicy: policy, ckStep: cfg.CheckpointStep, m: m, sm: sm, lg: lg.Named("engine"),
+		genes: cfg.Genes, name: cfg.Name, failCh: make(chan struct{}), failOnce: &sync.Once{},
+	}
 }
 
 // genes returns the current genes as name → value, for the registry record.
@@ -72,7 +74,7 @@ func (e *engine) geneMap() map[string]any {
 	p := e.proc
 	e.mu.RUnlock()
 	if p == nil {
-		tmp, err := processor.New(e.genes, e.n.cfg.ID, e.name)
+		tmp, err := processor.New(e.genes, e.id, e.name)
 		if err != nil {
 			return nil
 		}
@@ -229,14 +231,14 @@ func (e *engine) load(ctx context.Context) (*processor.Processor, kb.State, erro
 	e.mu.RLock()
 	genes, name := e.genes, e.name
 	e.mu.RUnlock()
-	l := &modelLoader{genes: genes, id: e.n.cfg.ID, name: name, onBuild: func(n int64) {
+	l := &modelLoader{genes: genes, id: e.id, name: name, onBuild: func(n int64) {
 		e.progress.set(ps, "building the processor from", n)
 	}}
-	st, err := kb.Load(ctx, e.n.cli.KV, e.lg, e.n.cfg.Model, l, func(n int64) {
-		e.progress.set(ps, "reading model "+e.n.cfg.Model+":", n)
+	st, err := kb.Load(ctx, e.cli.KV, e.lg, e.model, l, func(n int64) {
+		e.progress.set(ps, "reading model "+e.model+":", n)
 	})
 	if err != nil {
-		return nil, kb.State{}, fmt.Errorf("node: model %s: %w", e.n.cfg.Model, err)
+		return nil, kb.State{}, fmt.Errorf("node: model %s: %w", e.model, err)
 	}
 	return l.p, st, nil
 }
@@ -283,15 +285,15 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 	start := time.Now()
 	// Every write of the previous holder precedes our lock: the revision of
 	// any read now covers them all.
-	cur, err := kb.ReadCurrent(ctx, e.n.cli.KV, e.n.cfg.Model)
+	cur, err := kb.ReadCurrent(ctx, e.cli.KV, e.model)
 	if err != nil {
 		if warm != nil {
 			warm.stop()
 		}
-		return fmt.Errorf("node: sync model %s: %w", e.n.cfg.Model, err)
+		return fmt.Errorf("node: sync model %s: %w", e.model, err)
 	}
 	how := "warm copy"
-	wait := e.n.cfg.TTL
+	wait := e.ttl
 	if cur.MetaRev == 0 {
 		// No node ever wrote the model: it is empty or was imported, and a
 		// full load is as quick as waiting for the copy's progress.
@@ -317,12 +319,12 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 		ck.logFrom = ck.head.LogFrom
 	}
 	p.SetMaxRecordBytes(kb.MaxRecordBytes)
-	m := e.n.m
+	m := e.m
 	// models/<model>/meta, rewritten in every model transaction: with it the
 	// model's etcd history says which writer made each change in which lock
 	// epoch (the fault suite's checker reads it).
-	meta := kb.Meta{V: coord.SchemaVersion, Model: e.n.cfg.Model, Writer: e.n.cfg.ID, Host: e.n.cfg.AdvertiseHost, Fence: fence.Rev}
-	com := kb.NewCommitter(e.n.cfg.Model, lock.Txn, e.lg, next, func(n int, took time.Duration) {
+	meta := kb.Meta{V: coord.SchemaVersion, Model: e.model, Writer: e.id, Host: e.host, Fence: fence.Rev}
+	com := kb.NewCommitter(e.model, lock.Txn, e.lg, next, func(n int, took time.Duration) {
 		m.LearnBatch.Observe(float64(n))
 		m.EtcdRequest.WithLabelValues("model_txn").Observe(took.Seconds())
 	}, kb.WithMeta(meta.Encode))
@@ -354,7 +356,7 @@ func (e *engine) activate(ctx context.Context, lock *coord.ModelLock, warm *warm
 	e.mu.Unlock()
 	st := p.Stats()
 	m.Patterns.Set(float64(st.Models))
-	e.lg.Info("model ready", zap.String("model", e.n.cfg.Model), zap.String("from", how), zap.Int("patterns", st.Models),
+	e.lg.Info("model ready", zap.String("model", e.model), zap.String("from", how), zap.Int("patterns", st.Models),
 		zap.Int("vectors", st.Vectors), zap.Int64("fence", fence.Rev), zap.Duration("took", time.Since(start)))
 	return nil
 }

@@ -1,5 +1,7 @@
 package node
 
+// This file logs etcd outages from the state of the client's connection.
+
 import (
 	"context"
 	"time"

@@ -1,5 +1,7 @@
 package node
 
+// This file publishes the node's message history to etcd.
+
 import (
 	"context"
 	"time"

@@ -2,6 +2,8 @@
 
 package node
 
+// This file is pidAlive on unix: whether a pid of this host runs.
+
 import (
 	"bytes"
 	"errors"

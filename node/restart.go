@@ -1,5 +1,8 @@
 package node
 
+// This file tells a dead earlier run of this node's id from a live one, and
+// takes its place.
+
 import (
 	"context"
 	"errors"

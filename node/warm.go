@@ -64,7 +64,7 @@ func (w *warmCopy) loadAndFollow(ctx context.Context) error {
 		return err
 	}
 	w.advance(p, st.Rev, st.NextSeq, false)
-	return kb.Follow(ctx, e.n.cli, e.n.cfg.Model, st, func(rev int64, next uint64, chs processor.Changes) error {
+	return kb.Follow(ctx, e.cli, e.model, st, func(rev int64, next uint64, chs processor.Changes) error {
 		if len(chs) > 0 {
 			if err := p.Replay(chs); err != nil {
 				w.mu.Lock()
@@ -115,7 +115,9 @@ func (w *warmCopy) take(ctx context.Context, rev, metaRev int64, wait time.Durat
 			return p, next
 		}
 		if p != nil && !broken {
-			kb.RequestProgress(ctx, w.e.n.cli)
+			if err := kb.RequestProgress(ctx, w.e.cli); err != nil && ctx.Err() == nil {
+				w.e.lg.Debug("cannot ask etcd for the warm copy's progress", zap.Error(err))
+			}
 		}
 		select {
 		case <-moved:

@@ -29,9 +29,13 @@ type epoch struct {
 	lock *coord.ModelLock
 	mb   *coord.Mailbox
 
-	// recMu guards rec and serialises its updates in the registry.
-	recMu sync.Mutex
-	rec   coord.Instance
+	// recMu guards rec and recStale and serialises updates of the record
+	// in the registry. recStale says etcd may not hold rec (an update
+	// failed): syncRecord writes it again until it lands.
+	recMu    sync.Mutex
+	rec      coord.Instance
+	recStale bool
+	recKick  chan struct{}
 
 	ctx    context.Context // ends with the epoch
 	cancel context.CancelFunc
@@ -47,6 +51,8 @@ func (n *Node) newEpoch(ctx context.Context, s *coord.Session) *epoch {
 		lock: coord.NewModelLock(s, n.cfg.Model, coord.WithHolder(n.cfg.ID, n.cfg.AdvertiseHost), coord.WithLockLogger(n.lg)),
 		mb:   coord.NewMailbox(s, n.cfg.ID, coord.WithMailboxLogger(n.lg)),
 		rec:  n.newRecord(s),
+
+		recKick: make(chan struct{}, 1),
 	}
 	ep.ctx, ep.cancel = context.WithCancel(ctx)
 	return ep
@@ -98,6 +104,7 @@ func (n *Node) runEpoch(ctx context.Context, first bool) error {
 	// Control messages: "stop" asks for a graceful stop.
 	ep.start(ep.receive)
 	ep.start(func(ctx context.Context) { n.publishHistory(ctx, s) })
+	ep.start(ep.syncRecord)
 
 	err = ep.standbyAndRun()
 	switch {
@@ -214,18 +221,67 @@ func (ep *epoch) setStatus(ctx context.Context, st coord.Status) error {
 	n.m.SetState(string(st))
 	ep.recMu.Lock()
 	defer ep.recMu.Unlock()
-	if ep.rec.Status == st {
+	if ep.rec.Status == st && !ep.recStale {
 		return nil
 	}
 	ep.rec.Status = st
-	uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := ep.reg.Update(uctx, &ep.rec); err != nil {
-		n.lg.Warn("registry update failed", zap.String("status", string(st)), zap.Error(err))
+	if err := ep.updateRecordLocked(ctx); err != nil {
+		n.lg.Warn("registry update failed; trying again in the background", zap.String("status", string(st)), zap.Error(err))
 		return err
 	}
 	n.lg.Info("status", zap.String("status", string(st)))
 	return nil
+}
+
+// updateRecordLocked writes rec; a failure marks it stale for syncRecord.
+// Call with recMu held.
+func (ep *epoch) updateRecordLocked(ctx context.Context) error {
+	uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := ep.reg.Update(uctx, &ep.rec)
+	ep.recStale = err != nil
+	if err != nil {
+		select {
+		case ep.recKick <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// syncRecord writes the record again, with backoff, whenever an update
+// failed, until it lands or the epoch ends: a status change that etcd did
+// not take (a connection timing out while the session survives) is not left
+// behind for good.
+func (ep *epoch) syncRecord(ctx context.Context) {
+	var b coord.Backoff
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ep.recKick:
+		}
+		for {
+			ep.recMu.Lock()
+			stale := ep.recStale
+			var err error
+			if stale {
+				err = ep.updateRecordLocked(ctx)
+			}
+			st := ep.rec.Status
+			ep.recMu.Unlock()
+			if !stale || err == nil {
+				if stale {
+					ep.n.lg.Info("status", zap.String("status", string(st)), zap.String("after", "a failed update"))
+				}
+				b.Reset()
+				break
+			}
+			if b.Wait(ctx) != nil {
+				return
+			}
+		}
+	}
 }
 
 // setGenes writes genes into the registry record.
@@ -233,7 +289,7 @@ func (ep *epoch) setGenes(ctx context.Context, genes json.RawMessage) error {
 	ep.recMu.Lock()
 	defer ep.recMu.Unlock()
 	ep.rec.Genes = genes
-	return ep.reg.Update(ctx, &ep.rec)
+	return ep.updateRecordLocked(ctx)
 }
 
 // gracefulStop: draining → finish in-flight requests → release the lock →

@@ -164,3 +164,33 @@ func (w *resumableWatch) watch(ctx context.Context, next *int64) (progressed boo
 	}
 	return progressed, fmt.Errorf("coord: %s: watch closed", w.what)
 }
+
+// Watch follows key (with opts: WithPrefix, WithRange, ...) from revision
+// from on, without ever skipping a change, for packages outside coord: a
+// broken watch resumes after the last revision delivered (after a backoff),
+// and a compacted start revision calls relist, whose revision the watch then
+// goes on from (relist may instead return an error, which ends Watch).
+// events is given each watch response's events, in revision order; progress
+// the revision of each progress notification. Watch returns when ctx ends,
+// events or relist fail, or the etcd client is closed.
+func Watch(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, key string, opts []clientv3.OpOption, from int64,
+	relist func(ctx context.Context) (int64, error), events func([]*clientv3.Event) error, progress func(rev int64)) error {
+	var relistErr error
+	w := &resumableWatch{cli: cli, lg: lg, what: key, key: key, opts: opts, events: events, progress: progress,
+		retryable: func(err error) bool { return cli.Ctx().Err() == nil && !errors.Is(err, errRelist) }}
+	w.list = func(ctx context.Context) (int64, error) {
+		rev, err := relist(ctx)
+		if err != nil {
+			relistErr = err
+			return 0, errRelist
+		}
+		return rev, nil
+	}
+	if err := w.run(ctx, from); !errors.Is(err, errRelist) {
+		return err
+	}
+	return relistErr
+}
+
+// errRelist marks an error of Watch's relist: not retried.
+var errRelist = errors.New("coord: relist")

@@ -9,10 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/node/processor"
@@ -76,63 +75,44 @@ func Follow(ctx context.Context, cli *clientv3.Client, model string, st State, f
 	prefix := coord.ModelPrefix(model)
 	g := &groups{model: model, next: st.NextSeq}
 	base := st.Base()
-	next := st.Rev + 1
-	for {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		// head, log/ and meta: what a follower needs (snapshot chunks and the
-		// old layout's records, written or deleted in bulk, are not).
-		wch := cli.Watch(wctx, prefix+HeadKey, clientv3.WithRange(prefix+MetaKey+"\x00"), clientv3.WithRev(next))
-		err := func() error {
-			for resp := range wch {
-				if err := resp.Err(); err != nil {
-					return err
-				}
-				if resp.IsProgressNotify() {
-					if err := fn(resp.Header.Revision, g.next, nil); err != nil {
-						return &handlerError{err}
-					}
-					continue
-				}
-				// etcd sends a revision's events in one response.
-				evs := resp.Events
-				for len(evs) > 0 {
-					rev := evs[0].Kv.ModRevision
-					k := 1
-					for k < len(evs) && evs[k].Kv.ModRevision == rev {
-						k++
-					}
-					chs, err := followRevision(model, prefix, base, g, evs[:k])
-					if err != nil {
-						return &handlerError{err}
-					}
-					if err := fn(rev, g.next, chs); err != nil {
-						return &handlerError{err}
-					}
-					next = rev + 1
-					evs = evs[k:]
-				}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var progressErr error
+	events := func(evs []*clientv3.Event) error {
+		// etcd sends a revision's events in one response.
+		for len(evs) > 0 {
+			rev := evs[0].Kv.ModRevision
+			k := 1
+			for k < len(evs) && evs[k].Kv.ModRevision == rev {
+				k++
 			}
-			return nil
-		}()
-		cancel()
-		var herr *handlerError
-		switch {
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.As(err, &herr):
-			return herr.err
-		case errors.Is(err, rpctypes.ErrCompacted):
-			return ErrCompacted
+			chs, err := followRevision(model, prefix, base, g, evs[:k])
+			if err != nil {
+				return err
+			}
+			if err := fn(rev, g.next, chs); err != nil {
+				return err
+			}
+			evs = evs[k:]
 		}
-		// The watch broke (leader lost, connection reset): resume after a pause.
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		return nil
+	}
+	progress := func(rev int64) {
+		if err := fn(rev, g.next, nil); err != nil && progressErr == nil {
+			progressErr = err
+			cancel()
 		}
 	}
+	// A compacted history cannot be followed: the caller loads again.
+	relist := func(context.Context) (int64, error) { return 0, ErrCompacted }
+	// head, log/ and meta: what a follower needs (snapshot chunks and the
+	// old layout's records, written or deleted in bulk, are not).
+	err := coord.Watch(wctx, cli, zap.NewNop(), prefix+HeadKey, []clientv3.OpOption{clientv3.WithRange(prefix + MetaKey + "\x00")},
+		st.Rev+1, relist, events, progress)
+	if progressErr != nil {
+		return progressErr
+	}
+	return err
 }
 
 // followRevision turns the events of one revision into the changes of the
@@ -185,7 +165,3 @@ func followRevision(model, prefix, base string, g *groups, evs []*clientv3.Event
 	}
 	return chs, nil
 }
-
-type handlerError struct{ err error }
-
-func (h *handlerError) Error() string { return h.err.Error() }

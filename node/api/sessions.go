@@ -1,7 +1,7 @@
 package api
 
 // This file is the KATO 3 session routes: the Sessions backend they need,
-// listing and creating sessions, and every operation on one (read, extend,
+// creating and counting sessions, and every operation on one (read, extend,
 // config, observe, learn, predictions, clear, delete).
 
 import (

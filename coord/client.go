@@ -1,3 +1,7 @@
+// Connecting to etcd: the client flags both binaries share (ClientConfig),
+// dialing with TLS and a namespace, and an error that says what each endpoint
+// did when etcd does not answer.
+
 package coord
 
 import (

@@ -1,3 +1,7 @@
+// The embedded single-member etcd of `katonode run --embedded-etcd`: its
+// config and defaults, starting it (with free-port and data-dir checks) and
+// stopping it.
+
 package coord
 
 import (

@@ -1,5 +1,7 @@
 //go:build !unix
 
+// The embedded etcd's data-dir lock where flock is missing: none.
+
 package coord
 
 import "os"

@@ -1,5 +1,8 @@
 //go:build unix
 
+// The embedded etcd's data-dir lock on unix: an exclusive flock on a file in
+// the dir, so a second process fails at once, naming the pid that holds it.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// Fenced transactions: a write that applies only while the model lock that
+// fences it is still held (FencedTxn), and the check of its operations' keys.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// Message history: the bounded in-memory list of the messages an instance
+// received, and publishing and reading it at history/<id>.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// Instance ids and names: their rules, checking and sanitizing them, and the
+// default id of a node.
+
 package coord
 
 import (

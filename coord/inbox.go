@@ -1,3 +1,6 @@
+// The admin's view of inboxes: listing them (counts and ages, never bodies)
+// and removing one nobody reads.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// The key layout below the root prefix (DESIGN.md §4): one function per key
+// or prefix KATO writes.
+
 package coord
 
 import (

@@ -1,3 +1,7 @@
+// The process Session: one etcd lease for the whole process, kept alive by
+// its own keep-alive streams (re-sent to another member when one hangs), and
+// noticed lost on this side when it can no longer be renewed.
+
 package coord
 
 import (

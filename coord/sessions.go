@@ -1,3 +1,6 @@
+// KATO 3 session keys: their layout under sessions/<model>/, and new session
+// ids that carry their model.
+
 package coord
 
 import (

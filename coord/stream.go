@@ -1,3 +1,6 @@
+// A namespaced KV whose GetStream works (prefixedKV), which namespace's
+// refuses.
+
 package coord
 
 import (

@@ -1,3 +1,6 @@
+// A throwaway certificate authority for TLS tests, and the certificates it
+// issues.
+
 package etcdtest
 
 import (

@@ -1,3 +1,6 @@
+// A TCP proxy in front of etcd that a test can blackhole, heal or reset, to
+// cut a client off from etcd as a bad network does.
+
 package etcdtest
 
 import (

@@ -1,5 +1,9 @@
 package api
 
+// This file is the KATO-compatible processor routes (PROCESSOR.md §8): their
+// table, handlers and answer bodies, and the message routes (send to an
+// instance, read what waits for it).
+
 import (
 	"errors"
 	"net/http"

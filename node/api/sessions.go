@@ -1,5 +1,9 @@
 package api
 
+// This file is the KATO 3 session routes: the Sessions backend they need,
+// creating and counting sessions, and every operation on one (read, extend,
+// config, observe, learn, predictions, clear, delete).
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,9 @@
 package console
 
+// This file is the Console itself: its config and Run, following the
+// directory, building the views a page shows, and the broadcast that feeds
+// every open page from one state.
+
 import (
 	"context"
 	"encoding/json"

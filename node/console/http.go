@@ -1,5 +1,8 @@
 package console
 
+// This file is the console's HTTP side: the embedded page, its JSON API, the
+// Server-Sent Events stream, and the admin actions.
+
 import (
 	"context"
 	"embed"

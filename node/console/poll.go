@@ -1,5 +1,9 @@
 package console
 
+// This file is the console's poller: while a page is open, it reads from etcd
+// what no watch gives (lease TTLs, lock queues, model sizes, sessions,
+// inboxes, etcd members), within fixed bounds per poll.
+
 import (
 	"context"
 	"encoding/json"

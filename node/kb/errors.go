@@ -1,5 +1,7 @@
 package kb
 
+// This file holds the package's sentinel errors.
+
 import "errors"
 
 // The package's sentinel errors; check them with errors.Is.

@@ -1,7 +1,8 @@
+package processor
+
 // This file builds a processor from stored records handed over one at a
 // time (Builder), so a large model is loaded without a list of its records
 // next to the index built from them; Load is a Builder fed from lists.
-package processor
 
 import (
 	"errors"

@@ -1,6 +1,7 @@
+package processor
+
 // This file holds denseIndex, the hash index that finds a pattern by name
 // and a symbol by its string without a Go map's copy of every key.
-package processor
 
 import (
 	"crypto/sha1" //nolint:gosec // model names, see names.go

@@ -1,5 +1,8 @@
 package processor
 
+// This file is emotives: their JSON form, sums of numbers as Python sums them,
+// and the averages of an observation's emotives and of a model's window.
+
 import (
 	"math"
 	"math/big"

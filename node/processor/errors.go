@@ -1,5 +1,8 @@
 package processor
 
+// This file holds the package's errors: the categories the HTTP layer maps to
+// status codes, the specific errors that wrap them, and their error codes.
+
 import (
 	"errors"
 	"fmt"

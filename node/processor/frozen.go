@@ -1,6 +1,7 @@
+package processor
+
 // This file gives a frozen view of the knowledge base (Freeze), for a
 // checkpoint written while the processor goes on learning.
-package processor
 
 import "slices"
 

@@ -1,5 +1,8 @@
 package processor
 
+// This file is the genes: Config, its defaults and checks, the table of genes
+// by name, and decoding and applying gene changes.
+
 import (
 	"encoding/json"
 	"fmt"

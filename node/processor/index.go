@@ -1,5 +1,8 @@
 package processor
 
+// This file is the predictor and its indexed matcher (D15): finding through
+// the inverted index the models that can pass the threshold.
+
 import (
 	"encoding/hex"
 	"math"

@@ -1,5 +1,9 @@
 package processor
 
+// This file writes JSON the way Python's json.dumps does (D13): floats in
+// repr form (1.0, 0.5714285714285714, 1e-05), integers as integers, and text
+// unescaped except where JSON requires it.
+
 import (
 	"errors"
 	"fmt"
@@ -7,10 +11,6 @@ import (
 	"strconv"
 	"unicode/utf8"
 )
-
-// This file writes JSON the way Python's json.dumps does (D13): floats in
-// repr form (1.0, 0.5714285714285714, 1e-05), integers as integers, and text
-// unescaped except where JSON requires it.
 
 var errNonFinite = errors.New("processor: non-finite float has no JSON form")
 

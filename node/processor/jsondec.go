@@ -1,5 +1,7 @@
 package processor
 
+// This file decodes request bodies in two linear passes (see below).
+
 import (
 	"errors"
 	"fmt"

@@ -1,5 +1,8 @@
 package processor
 
+// This file is a small JSON parser that reads values as Python's json.loads
+// does.
+
 import (
 	"fmt"
 	"math"

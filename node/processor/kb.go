@@ -1,5 +1,9 @@
 package processor
 
+// This file is the in-memory knowledge base: the symbol table and its
+// statistics, the patterns, their postings in the inverted index, and
+// learning a pattern into it.
+
 import (
 	"crypto/sha1" //nolint:gosec // model names, see names.go
 	"encoding/hex"

@@ -1,5 +1,8 @@
 package processor
 
+// This file bounds the size of the records a learn may produce
+// (SetMaxRecordBytes, TryLearn): a learn that would exceed it changes nothing.
+
 import (
 	"fmt"
 	"math"

@@ -1,5 +1,8 @@
 package processor
 
+// This file names models: the SHA-1 of Python's repr of their events
+// (PROCESSOR.md 5.2, D4), and that repr.
+
 import (
 	"crypto/sha1" //nolint:gosec // KATO names models by SHA-1; not used for security
 	"encoding/hex"

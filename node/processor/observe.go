@@ -1,5 +1,8 @@
 package processor
 
+// This file is an observation: decoding and checking an observe request, and
+// the percept it becomes.
+
 import (
 	"encoding/json"
 	"fmt"

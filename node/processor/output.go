@@ -1,5 +1,8 @@
 package processor
 
+// This file is the processor's answers (predictions, a model, cognition data,
+// an observe result) and their JSON form.
+
 import (
 	"strconv"
 )

@@ -1,5 +1,9 @@
 package processor
 
+// This file ranks predictions: evaluating each candidate model against the
+// state, the ensemble's scores, and the top predictions with their fields
+// (PROCESSOR.md 7.4-7.8).
+
 import (
 	"math"
 	"slices"

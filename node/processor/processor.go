@@ -1,5 +1,8 @@
 package processor
 
+// This file is the Processor: building one (New, Load, Open) and its calls
+// on the instance's own state (observe, learn, clear, genes, reads).
+
 import (
 	"context"
 	"errors"

@@ -1,5 +1,8 @@
 package processor
 
+// This file encodes the state of one prediction against the symbol table
+// (query), with each symbol's count and positions.
+
 // query is the state of one prediction, encoded against the symbol table:
 // known symbols keep their id, unknown ones get distinct negative ids. Each
 // distinct state symbol has a slot (first-occurrence order) with its count

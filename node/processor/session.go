@@ -1,5 +1,8 @@
 package processor
 
+// This file is the working state one user of a processor computes on (work),
+// shared by the instance and KATO 3 sessions, and the Session type.
+
 import (
 	"errors"
 	"slices"

@@ -1,5 +1,8 @@
 package processor
 
+// This file maps KATO 3 session config to genes and saves and restores a
+// session's state (SessionState) as JSON.
+
 import (
 	"fmt"
 	"strconv"

@@ -1,5 +1,8 @@
 package processor
 
+// This file is the stored form of a model (PatternRecord, VectorRecord), the
+// Changes a call returns to be stored, the Store interface and MemStore.
+
 import (
 	"context"
 	"crypto/sha1" //nolint:gosec // model names, see names.go

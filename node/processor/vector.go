@@ -1,5 +1,8 @@
 package processor
 
+// This file is vectors: their values, names and numpy-style text, and the
+// pool of stored vectors with its nearest-vector search.
+
 import (
 	"crypto/sha1" //nolint:gosec // KATO names vectors by SHA-1; not used for security
 	"encoding/hex"

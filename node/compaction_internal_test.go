@@ -36,26 +36,34 @@ func (s *seen) has(k string) bool {
 	return s.got[k]
 }
 
+// proxiedEtcd starts an etcd and returns a client that reaches it through a
+// proxy the test can cut (px), and one that reaches it directly.
+func proxiedEtcd(t *testing.T) (px *etcdtest.Proxy, pcli, direct *clientv3.Client) {
+	t.Helper()
+	etc := etcdtest.New(t)
+	u, err := url.Parse(etc.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	px = etcdtest.NewProxy(t, u.Host)
+	pcli, err = clientv3.New(clientv3.Config{Endpoints: []string{px.Endpoint()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pcli.Close() })
+	coord.Namespace(pcli, coord.DefaultPrefix)
+	direct = etc.Client(t)
+	coord.Namespace(direct, coord.DefaultPrefix)
+	return px, pcli, direct
+}
+
 // Every watcher of the product resumes after etcd compacted the history it
 // was about to read: the registry watch, the node's directory (instances for
 // /v1/sd, lock holders), the mailbox, and the warm standby. Their connection
 // is cut while changes are made and etcd compacts past them; once it is
 // back, each one has the changes it missed and the ones made after.
 func TestWatchersSurviveCompaction(t *testing.T) {
-	etc := etcdtest.New(t)
-	u, err := url.Parse(etc.Endpoints()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	px := etcdtest.NewProxy(t, u.Host)
-	pcli, err := clientv3.New(clientv3.Config{Endpoints: []string{px.Endpoint()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pcli.Close()
-	coord.Namespace(pcli, coord.DefaultPrefix)
-	direct := etc.Client(t)
-	coord.Namespace(direct, coord.DefaultPrefix)
+	px, pcli, direct := proxiedEtcd(t)
 	lg := zaptest.NewLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	const waitLimit = 30 * time.Second // each wait; ctx bounds the whole test

@@ -2,11 +2,9 @@ package node
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kato-coord/kato/coord"
@@ -18,20 +16,7 @@ import (
 // registry does not keep a status the node left (the fault suite saw a node
 // stay "starting" for good after one such failure).
 func TestFailedStatusUpdateIsWrittenAgain(t *testing.T) {
-	etc := etcdtest.New(t)
-	u, err := url.Parse(etc.Endpoints()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	px := etcdtest.NewProxy(t, u.Host)
-	pcli, err := clientv3.New(clientv3.Config{Endpoints: []string{px.Endpoint()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pcli.Close()
-	coord.Namespace(pcli, coord.DefaultPrefix)
-	direct := etc.Client(t)
-	coord.Namespace(direct, coord.DefaultPrefix)
+	px, pcli, direct := proxiedEtcd(t)
 
 	n, err := New(Config{ID: "r", Model: "m", Port: 0, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1", TTL: 10 * time.Second},
 		pcli, zaptest.NewLogger(t))

@@ -42,9 +42,9 @@ func modelsCommand() *cli.Command {
 				Aliases: []string{"list"},
 				Usage:   "list the models: patterns, vectors, size, lock holder",
 				Description: "One row per model found under models/, and per model that only has a lock.\n" +
-					"PATTERNS and VECTORS are the counts at the model's last snapshot; LOG is the number\n" +
-					"of log entries (transactions of changes) written since, which the holder folds into\n" +
-					"a new snapshot in the background. SNAPSHOT is the stored (compressed) size of the\n" +
+					"PATTERNS and VECTORS count the model's records (its snapshot's and the new ones of its\n" +
+					"log); LOG is the number of log entries (transactions of changes) written since the\n" +
+					"snapshot, which the holder folds into a new snapshot in the background. SNAPSHOT is the stored (compressed) size of the\n" +
 					"snapshot. HOLDER is id@host of the lock holder and FENCE its fencing revision; -\n" +
 					"when unlocked. Nothing but the head, meta and count-only reads is read.",
 				Action: func(c *cli.Context) error {
@@ -182,7 +182,7 @@ func modelsList(c *cli.Context, e env) error {
 		}
 		model, _, _ := strings.Cut(string(resp.Kvs[0].Key[len(pfx):]), "/")
 		ctx, cancel = cliutil.CommandContext(c)
-		sum, err := kb.Summarize(ctx, e.cli.KV, model)
+		sum, err := kb.Summarize(ctx, e.cli.KV, model, nil)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("models ls: %w", err)

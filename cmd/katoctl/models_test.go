@@ -155,7 +155,7 @@ func exportOf(t *testing.T, cli *clientv3.Client, model string) string {
 // summary is kb.Summarize of model.
 func summary(t *testing.T, cli *clientv3.Client, model string) kb.Summary {
 	t.Helper()
-	s, err := kb.Summarize(testCtx(t), cli.KV, model)
+	s, err := kb.Summarize(testCtx(t), cli.KV, model, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -724,9 +724,9 @@ func TestModelsList(t *testing.T) {
 	if len(got) != 3 || got[0].Model != "alpha" || got[1].Model != "beta" || got[2].Model != "lockonly" {
 		t.Fatalf("models %+v", got)
 	}
-	if a := got[0]; a.Patterns != 12 || a.Vectors != 3 || a.LogEntries != 2 || a.SnapshotBytes != alpha.SnapshotBytes ||
+	if a := got[0]; a.Patterns != 14 || a.Vectors != 3 || a.LogEntries != 2 || a.SnapshotBytes != alpha.SnapshotBytes ||
 		a.Keys != int64(len(modelKeys(t, cli, "alpha"))) || a.Holder != nil {
-		t.Fatalf("alpha %+v, want 12 patterns, 3 vectors, 2 log entries, a %d-byte snapshot, no holder", a, alpha.SnapshotBytes)
+		t.Fatalf("alpha %+v, want 14 patterns (12 in the snapshot, 2 learned since), 3 vectors, 2 log entries, a %d-byte snapshot, no holder", a, alpha.SnapshotBytes)
 	}
 	if b := got[1]; b.Patterns != 4 || b.Vectors != 0 || b.LogEntries != 0 || b.SnapshotBytes != 0 || b.Holder == nil || b.Holder.ID != "node-c" || b.Holder.Rev != fence.Rev {
 		t.Fatalf("beta %+v", b)
@@ -742,7 +742,7 @@ func TestModelsList(t *testing.T) {
 	}
 	wantRows := [][]string{
 		{"MODEL", "PATTERNS", "VECTORS", "LOG", "SNAPSHOT", "HOLDER", "FENCE"},
-		{"alpha", "12", "3", "2", fmt.Sprint(alpha.SnapshotBytes), "-", "-"},
+		{"alpha", "14", "3", "2", fmt.Sprint(alpha.SnapshotBytes), "-", "-"},
 		{"beta", "4", "0", "0", "0", "node-c@host-3", fmt.Sprint(fence.Rev)},
 		{"lockonly", "0", "0", "0", "0", "node-d@host-4", ""},
 	}

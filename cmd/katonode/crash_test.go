@@ -67,7 +67,7 @@ func TestCheckpointCrashAtEveryStep(t *testing.T) {
 			}
 			t.Logf("%d learns acknowledged before the kill at %s", len(acked), step)
 
-			sum, err := kb.Summarize(c.ctx, c.cli.KV, "m")
+			sum, err := kb.Summarize(c.ctx, c.cli.KV, "m", nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -54,6 +54,7 @@ type modelStats struct {
 	patterns, vectors, size int64
 	last                    *lastWrite
 	metaRev                 int64
+	sum                     *kb.Summary // the counts' source, reused while metaRev holds
 }
 
 // lastWrite is the model's meta record: who wrote it last, when, under which fence.
@@ -226,11 +227,11 @@ func (c *Console) modelStats(ctx context.Context, model string, prev modelStats,
 	pfx := coord.ModelPrefix(model)
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	sum, err := kb.Summarize(rctx, c.cfg.Client.KV, model)
+	sum, err := kb.Summarize(rctx, c.cfg.Client.KV, model, prev.sum)
 	if err != nil {
 		return prev, err
 	}
-	st := modelStats{patterns: sum.Patterns, vectors: sum.Vectors, size: -1, metaRev: sum.MetaRev}
+	st := modelStats{patterns: sum.Patterns, vectors: sum.Vectors, size: -1, metaRev: sum.MetaRev, sum: &sum}
 	if sum.MetaRev != 0 {
 		m := sum.Meta
 		st.last = &lastWrite{Writer: m.Writer, Host: m.Host, Fence: m.Fence, At: m.WrittenAt}

@@ -76,6 +76,11 @@ type Head struct {
 	Sorted   bool  `json:"sorted"`
 	Patterns int64 `json:"patterns"`
 	Vectors  int64 `json:"vectors"`
+	// MaxPatternSeq and MaxVectorSeq are the highest learn sequence numbers
+	// in the snapshot: a record of the log above them is new, one below a
+	// re-learn (for counting without reading the snapshot).
+	MaxPatternSeq uint64 `json:"max_pattern_seq,omitempty"`
+	MaxVectorSeq  uint64 `json:"max_vector_seq,omitempty"`
 	// Bytes is the stored (compressed) size of the snapshot's chunks.
 	Bytes     int64     `json:"bytes"`
 	WrittenBy string    `json:"written_by,omitempty"`

@@ -41,6 +41,8 @@ type SnapshotWriter struct {
 	sorted   bool
 	lastPat  uint64
 	lastVec  uint64
+	maxPat   uint64
+	maxVec   uint64
 	sawVec   bool
 }
 
@@ -66,10 +68,12 @@ func (w *SnapshotWriter) Add(ctx context.Context, ch processor.Change) error {
 	case processor.PutPattern:
 		w.sorted = w.sorted && !w.sawVec && (w.patterns == 0 || ch.Pattern.Seq > w.lastPat)
 		w.lastPat = ch.Pattern.Seq
+		w.maxPat = max(w.maxPat, ch.Pattern.Seq)
 		w.patterns++
 	case processor.PutVector:
 		w.sorted = w.sorted && (w.vectors == 0 || ch.Vector.Seq > w.lastVec)
 		w.lastVec, w.sawVec = ch.Vector.Seq, true
+		w.maxVec = max(w.maxVec, ch.Vector.Seq)
 		w.vectors++
 	default:
 		return fmt.Errorf("kb: a snapshot holds patterns and vectors, not %v", ch.Kind)
@@ -127,7 +131,7 @@ func (w *SnapshotWriter) Publish(ctx context.Context, base string, logFrom uint6
 		return Head{}, err
 	}
 	h := Head{Snapshot: w.id, Chunks: w.chunks, LogFrom: logFrom, Base: base, Sorted: w.sorted,
-		Patterns: w.patterns, Vectors: w.vectors, Bytes: w.bytes, WrittenBy: by, WrittenAt: time.Now().UTC()}
+		Patterns: w.patterns, Vectors: w.vectors, MaxPatternSeq: w.maxPat, MaxVectorSeq: w.maxVec, Bytes: w.bytes, WrittenBy: by, WrittenAt: time.Now().UTC()}
 	p := w.prefix
 	own := p + chunkPrefix(w.id)
 	logEnd := p + logKey(logFrom)

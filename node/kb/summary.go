@@ -10,15 +10,18 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
+	"github.com/kato-coord/kato/node/processor"
 )
 
 // Summary is what a model holds, from count-only reads and its head and
 // meta records.
 type Summary struct {
-	// Patterns and Vectors are the counts at the last snapshot (or of the
-	// old layout's records); LogEntries the log entries written since.
+	// Patterns and Vectors count the model's records: the snapshot's (or
+	// the old layout's) and the new ones its log holds. LogEntries counts
+	// the log entries written since the snapshot.
 	Patterns, Vectors int64
 	LogEntries        int64
 	// Keys counts every key of the model; SnapshotBytes is the stored size
@@ -51,8 +54,11 @@ func (m Meta) Encode() []byte {
 	return b
 }
 
-// Summarize reads the summary of model at one revision.
-func Summarize(ctx context.Context, kv clientv3.KV, model string) (Summary, error) {
+// Summarize reads the summary of model at one revision. It reads the log
+// (bounded by the checkpoint policy) to count the records it adds, unless
+// prev is the summary of the same model at the same meta revision: then its
+// counts are kept.
+func Summarize(ctx context.Context, kv clientv3.KV, model string, prev *Summary) (Summary, error) {
 	p := coord.ModelPrefix(model)
 	count := func(key string) clientv3.Op {
 		return clientv3.OpGet(key, clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -78,7 +84,60 @@ func Summarize(ctx context.Context, kv clientv3.KV, model string) (Summary, erro
 		s.MetaRev = kvs[0].ModRevision
 		_ = json.Unmarshal(kvs[0].Value, &s.Meta) // a meta record that does not decode shows no writer
 	}
+	if s.LogEntries == 0 {
+		return s, nil
+	}
+	if prev != nil && prev.MetaRev == s.MetaRev && s.MetaRev != 0 {
+		s.Patterns, s.Vectors = prev.Patterns, prev.Vectors
+		return s, nil
+	}
+	// Without a snapshot every record of the log is new (an old layout's
+	// records, read before conversion, may be counted twice).
+	c := &logCounter{pats: map[string]bool{}, vecs: map[string]bool{}, all: s.Head == nil}
+	if s.Head != nil {
+		c.maxPat, c.maxVec = s.Head.MaxPatternSeq, s.Head.MaxVectorSeq
+	}
+	if _, err := load(ctx, kv, zap.NewNop(), model, c, nil, loadOpts{rev: resp.Header.Revision, log: true}); err != nil {
+		return Summary{}, fmt.Errorf("kb: summarize model %s: %w", model, err)
+	}
+	if c.cleared {
+		s.Patterns, s.Vectors = 0, 0
+	}
+	s.Patterns += int64(len(c.pats))
+	s.Vectors += int64(len(c.vecs))
 	return s, nil
+}
+
+// logCounter is a Loader of the log that keeps the names of the records it
+// adds to the snapshot: records above the snapshot's highest sequence
+// numbers, or every record after a clear-all.
+type logCounter struct {
+	maxPat, maxVec uint64
+	all            bool // no snapshot: every record counts
+	cleared        bool
+	pats, vecs     map[string]bool
+}
+
+func (c *logCounter) Record(processor.Change) error { return nil }
+func (c *logCounter) Built() error                  { return nil }
+func (c *logCounter) Changes(chs processor.Changes) error {
+	for _, ch := range chs {
+		switch ch.Kind {
+		case processor.PutPattern:
+			if c.all || c.cleared || ch.Pattern.Seq > c.maxPat {
+				c.pats[ch.Pattern.Name] = true
+			}
+		case processor.PutVector:
+			if c.all || c.cleared || ch.Vector.Seq > c.maxVec {
+				c.vecs[ch.Vector.Name] = true
+			}
+		case processor.ClearAll:
+			c.cleared = true
+			clear(c.pats)
+			clear(c.vecs)
+		}
+	}
+	return nil
 }
 
 // ScanRanges returns the key ranges of a model, relative to its prefix,

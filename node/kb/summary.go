@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -102,6 +103,12 @@ func Summarize(ctx context.Context, kv clientv3.KV, model string, prev *Summary)
 	}
 	if c.cleared {
 		s.Patterns, s.Vectors = 0, 0
+	} else if s.Head == nil && s.Patterns+s.Vectors > 0 {
+		// The old layout's records are counted already: a log record of
+		// the same name re-learned one of them.
+		if err := dropStored(ctx, kv, p, resp.Header.Revision, c); err != nil {
+			return Summary{}, fmt.Errorf("kb: summarize model %s: %w", model, err)
+		}
 	}
 	s.Patterns += int64(len(c.pats))
 	s.Vectors += int64(len(c.vecs))
@@ -145,4 +152,34 @@ func (c *logCounter) Changes(chs processor.Changes) error {
 // reader of sizes can afford to read whole.
 func ScanRanges() [][2]string {
 	return [][2]string{{"", snapDir}, {clientv3.GetPrefixRangeEnd(snapDir), "\xff"}}
+}
+
+// dropStored removes from c the names stored in the old layout at rev.
+func dropStored(ctx context.Context, kv clientv3.KV, prefix string, rev int64, c *logCounter) error {
+	var keys, names []string
+	var sets []map[string]bool
+	for name := range c.pats {
+		keys, names, sets = append(keys, prefix+legacyPatterns+name), append(names, name), append(sets, c.pats)
+	}
+	for name := range c.vecs {
+		keys, names, sets = append(keys, prefix+legacyVectorDir+strings.TrimPrefix(name, vectorPrefix)), append(names, name), append(sets, c.vecs)
+	}
+	const batch = 100
+	for from := 0; from < len(keys); from += batch {
+		to := min(from+batch, len(keys))
+		ops := make([]clientv3.Op, 0, to-from)
+		for _, k := range keys[from:to] {
+			ops = append(ops, clientv3.OpGet(k, clientv3.WithRev(rev), clientv3.WithCountOnly()))
+		}
+		resp, err := kv.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		for i, r := range resp.Responses {
+			if r.GetResponseRange().Count > 0 {
+				delete(sets[from+i], names[from+i])
+			}
+		}
+	}
+	return nil
 }

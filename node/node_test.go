@@ -218,8 +218,15 @@ func TestBrokenLockHandsOver(t *testing.T) {
 	if a.Ready() {
 		t.Fatal("a still ready after its lock was broken")
 	}
-	// Through a, by model name: forwarded to b, which has the pattern.
-	m := c.ok("GET", "/m/model/"+strings.TrimPrefix(learned, "MODEL|"), "")
+	// Through a, by model name: forwarded to b, which has the pattern, once
+	// a's lock directory has seen b take the lock (until then a answers
+	// 503 NO_HOLDER, "retry").
+	var m map[string]any
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		code, body := c.call("GET", "/m/model/"+strings.TrimPrefix(learned, "MODEL|"), "")
+		m = body
+		return code == 200
+	}, "a forwards to the new holder b")
 	if m["message"].(map[string]any)["frequency"] != 1.0 {
 		t.Fatalf("model after hand-over: %v", m)
 	}

@@ -127,15 +127,14 @@ func (c *checkpointer) checkpoint(ctx context.Context) error {
 	c.step(StepFrozen)
 	w := kb.NewSnapshot(c.meta.Model, c.lock.Txn, c.meta.Encode)
 	w.OnChunk = func(int) { c.step(StepChunk) }
-	var err2 error
 	for r := range frozen.Patterns {
-		if err2 = w.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err2 != nil {
-			return err2
+		if err := w.Add(ctx, processor.Change{Kind: processor.PutPattern, Pattern: r}); err != nil {
+			return err
 		}
 	}
 	for r := range frozen.Vectors {
-		if err2 = w.Add(ctx, processor.Change{Kind: processor.PutVector, Vector: r}); err2 != nil {
-			return err2
+		if err := w.Add(ctx, processor.Change{Kind: processor.PutVector, Vector: r}); err != nil {
+			return err
 		}
 	}
 	select {

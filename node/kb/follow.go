@@ -139,19 +139,14 @@ func followRevision(model, prefix, base string, g *groups, evs []*clientv3.Event
 			if err != nil {
 				return nil, err
 			}
-			body, err := g.add(e)
+			more, err := g.changes(e)
 			if errors.Is(err, errLogGap) {
 				return nil, fmt.Errorf("%w: %v", ErrReplaced, err)
 			}
-			if err != nil || body == nil {
-				if err != nil {
-					return nil, err
-				}
-				continue
+			if err != nil {
+				return nil, err
 			}
-			if err := decodeChanges(body, true, func(ch processor.Change) error { chs = append(chs, ch); return nil }); err != nil {
-				return nil, fmt.Errorf("log entry %d: %w", e.seq, err)
-			}
+			chs = append(chs, more...)
 		case key == MetaKey:
 			if del {
 				return nil, fmt.Errorf("%w: model %s was removed", ErrReplaced, model)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/kato-coord/kato/node/processor"
 )
 
 // FormatVersion is the version of the stored model this build writes and
@@ -293,6 +295,20 @@ func (g *groups) add(e logEntry) ([]byte, error) {
 		body = append([]byte(nil), body...) // g.body is reused
 	}
 	return body, nil
+}
+
+// changes takes the next entry and returns the changes of the group it
+// completes (nil while a group is unfinished).
+func (g *groups) changes(e logEntry) (processor.Changes, error) {
+	body, err := g.add(e)
+	if err != nil || body == nil {
+		return nil, err
+	}
+	var chs processor.Changes
+	if err := decodeChanges(body, true, func(ch processor.Change) error { chs = append(chs, ch); return nil }); err != nil {
+		return nil, fmt.Errorf("log entry %d: %w", e.seq, err)
+	}
+	return chs, nil
 }
 
 // errLogGap is a log that skips a sequence number: a follower missed a

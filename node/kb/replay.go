@@ -96,13 +96,7 @@ func (d *LogDecoder) Put(key string, value []byte) (processor.Changes, error) {
 		// removed or replaced).
 		d.g = &groups{model: d.model, next: e.seq}
 	}
-	body, err := d.g.add(e)
-	if err != nil || body == nil {
-		return nil, err
-	}
-	var chs processor.Changes
-	err = decodeChanges(body, true, func(ch processor.Change) error { chs = append(chs, ch); return nil })
-	return chs, err
+	return d.g.changes(e)
 }
 
 // LogEntry returns the key (relative to the root prefix) and value of a log

@@ -215,13 +215,9 @@ func loadFrom(ctx context.Context, src source, lg *zap.Logger, model string, l L
 		st.LogEntries++
 		st.LogBytes += int64(len(e.part))
 		n++
-		body, err := g.add(e)
-		if err != nil || body == nil {
+		chs, err := g.changes(e)
+		if err != nil || chs == nil {
 			return err
-		}
-		var chs processor.Changes
-		if err := decodeChanges(body, true, func(ch processor.Change) error { chs = append(chs, ch); return nil }); err != nil {
-			return fmt.Errorf("log entry %d: %w", e.seq, err)
 		}
 		return l.Changes(chs)
 	}, tick)

@@ -198,7 +198,7 @@ func (s *Session) markLost(err error) {
 // A request that gets no answer within TTL/6 is sent again on a new
 // stream, which the client opens to the next member: a stream can hang on a
 // member cut off from the others, or on one that forwards to a leader that
-// was cut off. The first answer counts; streams that break or stay silent
+// was cut off. Tries come faster as the deadline nears (see hedgeAfter). The first answer counts; streams that break or stay silent
 // are closed (two at most are kept). Renewals go on every TTL/6 while none
 // is answered, until the client-side deadline passes; then the session is
 // lost. Renewals start on wall-clock ticks (see aligned).
@@ -234,12 +234,13 @@ func (s *Session) keepAlive(ka *keepAliver) {
 		case <-next.C:
 			pending = true
 			ka.send(false)
-			hedge.Reset(retry)
+			hedge.Reset(hedgeAfter(retry, time.Until(s.ExpiresAt())))
 		case <-hedge.C:
 			if pending {
-				s.lg.Debug("keep-alive not answered; sending on a new stream", zap.Duration("after", retry))
+				after := hedgeAfter(retry, time.Until(s.ExpiresAt()))
+				s.lg.Debug("keep-alive not answered; sending on a new stream", zap.Duration("next-after", after))
 				ka.send(true)
-				hedge.Reset(retry)
+				hedge.Reset(after)
 			}
 		case o := <-ka.opened:
 			ka.add(o, pending)
@@ -271,6 +272,19 @@ func (s *Session) keepAlive(ka *keepAliver) {
 		}
 		deadline.Stop()
 	}
+}
+
+// hedgeAfter is how long to wait for an answer before sending a renewal
+// again on a new stream: retry, or a quarter of what is left of the lease
+// when that is shorter (down to 100 ms), so that the last second before the
+// deadline still sees several tries. A stream can hang for seconds: a
+// follower that took a renewal just before its leader was cut off keeps
+// forwarding it to the old leader, and the client's round-robin may put the
+// next stream on the cut-off member itself; only a renewal sent after the
+// new leader is known, to a member that reaches it, is answered. Hedges go
+// out only while a renewal is unanswered, so a healthy etcd never sees them.
+func hedgeAfter(retry, left time.Duration) time.Duration {
+	return max(min(retry, left/4), 100*time.Millisecond)
 }
 
 // aligned returns how long from now until the last multiple of tick (on

@@ -22,3 +22,20 @@ func TestAlignedNeverWaitsPastTheInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestHedgeAfterNarrowsNearTheDeadline: a hedge waits retry while the lease
+// has time, a quarter of what is left near its deadline, never under 100 ms.
+func TestHedgeAfterNarrowsNearTheDeadline(t *testing.T) {
+	retry := 666 * time.Millisecond
+	for _, c := range []struct{ left, want time.Duration }{
+		{4 * time.Second, retry},
+		{2667 * time.Millisecond, retry},
+		{time.Second, 250 * time.Millisecond},
+		{200 * time.Millisecond, 100 * time.Millisecond},
+		{-time.Second, 100 * time.Millisecond},
+	} {
+		if got := hedgeAfter(retry, c.left); got != c.want {
+			t.Errorf("hedgeAfter(%v, %v) = %v, want %v", retry, c.left, got, c.want)
+		}
+	}
+}

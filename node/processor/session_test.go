@@ -69,6 +69,35 @@ func trainedProcessor(t testing.TB, vocab []string) (*Processor, []PatternRecord
 	return p, p.Patterns()
 }
 
+// runSessionsTogether runs n sessions of cfg on p at once, session i
+// observing sessionObservations(i, steps, vocab), with also (when not nil)
+// running beside them, and returns the steps of each session.
+func runSessionsTogether(t *testing.T, p *Processor, cfg Config, n, steps int, vocab []string, also func()) [][]sessionStep {
+	t.Helper()
+	got := make([][]sessionStep, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		s, err := p.NewSession(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = runSession(t, s, sessionObservations(uint64(i), steps, vocab))
+		}()
+	}
+	if also != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			also()
+		}()
+	}
+	wg.Wait()
+	return got
+}
+
 // Fifty sessions observing at once, interleaved with each other and with the
 // instance's own observes, give exactly what each gives alone against the
 // same knowledge base: STM, predictions (every field), time.
@@ -95,29 +124,13 @@ func TestSessionsAreIndependent(t *testing.T) {
 
 	// Together: all at once, and the instance observing too.
 	t0 := p.Time()
-	got := make([][]sessionStep, sessions)
-	var wg sync.WaitGroup
-	for i := 0; i < sessions; i++ {
-		s, err := p.NewSession(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i] = runSession(t, s, sessionObservations(uint64(i), steps, vocab))
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	got := runSessionsTogether(t, p, cfg, sessions, steps, vocab, func() {
 		for _, o := range sessionObservations(999, steps, vocab) {
 			if _, _, err := p.Observe(o); err != nil {
 				t.Error(err)
 			}
 		}
-	}()
-	wg.Wait()
+	})
 	for i := range want {
 		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Fatalf("session %d together differs from alone", i)
@@ -161,19 +174,9 @@ func TestSessionsAutoLearnIntoSharedModel(t *testing.T) {
 	}
 	p := newTestProcessor(t, DefaultConfig())
 	got := make([][]string, sessions)
-	var wg sync.WaitGroup
-	for i := 0; i < sessions; i++ {
-		s, err := p.NewSession(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i] = learnedOf(runSession(t, s, sessionObservations(uint64(i), steps, vocab)))
-		}()
+	for i, st := range runSessionsTogether(t, p, cfg, sessions, steps, vocab, nil) {
+		got[i] = learnedOf(st)
 	}
-	wg.Wait()
 	for i := range want {
 		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Fatalf("session %d: learns together %q, alone %q", i, got[i], want[i])

@@ -55,6 +55,25 @@ func holdLock(t *testing.T, cli *clientv3.Client, model, id, host string) *coord
 	return l
 }
 
+// lockModel takes model's lock on a session of its own, recording holder
+// id@test; release unlocks it and ends the session.
+func lockModel(t *testing.T, ctx context.Context, cli *clientv3.Client, model, id string) (l *coord.ModelLock, release func()) {
+	t.Helper()
+	s, err := coord.NewSession(ctx, cli, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = coord.NewModelLock(s, model, coord.WithHolder(id, "test"))
+	if _, err := l.TryLock(ctx); err != nil {
+		s.Close(context.Background())
+		t.Fatal(err)
+	}
+	return l, func() {
+		l.Unlock(context.Background())
+		s.Close(context.Background())
+	}
+}
+
 // testPattern is pattern i of a test model. Its symbols need JSON escapes
 // and HTML-sensitive characters, to show that records travel byte for byte.
 func testPattern(i int) processor.PatternRecord {
@@ -79,16 +98,8 @@ func testVector(i int) processor.VectorRecord {
 func seedModel(t *testing.T, cli *clientv3.Client, model string, patterns, vectors int) {
 	t.Helper()
 	ctx := testCtx(t)
-	s, err := coord.NewSession(ctx, cli, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	l := coord.NewModelLock(s, model, coord.WithHolder("seeder", "test"))
-	if _, err := l.TryLock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer l.Unlock(context.Background())
+	l, release := lockModel(t, ctx, cli, model, "seeder")
+	defer release()
 	pfx := coord.ModelPrefix(model)
 	var ops []clientv3.Op
 	put := func(key string, v json.Marshaler) {
@@ -194,16 +205,8 @@ func (nopLoader) Changes(processor.Changes) error { return nil }
 func learnLog(t *testing.T, cli *clientv3.Client, model string, changes ...processor.Change) {
 	t.Helper()
 	ctx := testCtx(t)
-	s, err := coord.NewSession(ctx, cli, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	l := coord.NewModelLock(s, model, coord.WithHolder("learner", "test"))
-	if _, err := l.TryLock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer l.Unlock(context.Background())
+	l, release := lockModel(t, ctx, cli, model, "learner")
+	defer release()
 	st, err := kb.Load(ctx, cli.KV, zap.NewNop(), model, nopLoader{}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -73,24 +73,36 @@ func runSlowClients(t *testing.T, c *cluster, n int, readTimeout time.Duration) 
 	var wg sync.WaitGroup
 	closed := make(chan time.Duration, 2*n)
 	stop := make(chan struct{})
+	// send opens a connection and writes head on it; awaitClose reads
+	// until the server closes it and reports how long that took from start.
+	send := func(head string) (net.Conn, time.Time, bool) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			fail("dial: %v", err)
+			return nil, time.Time{}, false
+		}
+		start := time.Now()
+		fmt.Fprint(conn, head)
+		return conn, start, true
+	}
+	awaitClose := func(conn net.Conn, start time.Time) {
+		conn.SetReadDeadline(time.Now().Add(readTimeout + time.Minute))
+		io.Copy(io.Discard, conn)
+		closed <- time.Since(start)
+	}
 	for i := 0; i < n; i++ {
 		wg.Add(2)
 		go func() { // trickles a body
 			defer wg.Done()
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				fail("dial: %v", err)
+			conn, start, ok := send("POST /s/observe HTTP/1.1\r\nHost: s\r\nContent-Length: 100000\r\n\r\n")
+			if !ok {
 				return
 			}
 			defer conn.Close()
-			start := time.Now()
-			fmt.Fprintf(conn, "POST /s/observe HTTP/1.1\r\nHost: s\r\nContent-Length: 100000\r\n\r\n")
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				conn.SetReadDeadline(time.Now().Add(readTimeout + time.Minute))
-				io.Copy(io.Discard, conn) // until the server closes
-				closed <- time.Since(start)
+				awaitClose(conn, start)
 			}()
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()
@@ -107,17 +119,12 @@ func runSlowClients(t *testing.T, c *cluster, n int, readTimeout time.Duration) 
 		}()
 		go func() { // one request, then idle on the keep-alive connection
 			defer wg.Done()
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				fail("dial: %v", err)
+			conn, start, ok := send("GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
+			if !ok {
 				return
 			}
 			defer conn.Close()
-			start := time.Now()
-			fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: s\r\n\r\n")
-			conn.SetReadDeadline(time.Now().Add(readTimeout + time.Minute))
-			io.Copy(io.Discard, conn)
-			closed <- time.Since(start)
+			awaitClose(conn, start)
 		}()
 	}
 	run.loaded = measure(300)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -19,17 +18,8 @@ import (
 	"github.com/kato-coord/kato/node"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
+	"github.com/kato-coord/kato/node/processor/processortest"
 )
-
-// randomText returns n characters that zstd cannot shrink much.
-func randomText(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[rand.IntN(len(alphabet))]
-	}
-	return string(b)
-}
 
 // lockWatch checks that the holder of a model's lock never changes.
 type lockWatch struct {
@@ -168,7 +158,7 @@ func TestRefusedWriteReloadsUnderTheSameLock(t *testing.T) {
 	observe(c, "m", "one", "two")
 	c.ok("POST", "/m/learn", "")
 
-	big := randomText(600 << 10)
+	big := processortest.RandomSymbol(600 << 10)
 	c.ok("POST", "/m/observe", observeBody([]string{big, "y"}, nil))
 	code, m := c.call("POST", "/m/learn", "")
 	if code != 503 || !strings.Contains(m["message"].(string), "not stored") {

@@ -27,6 +27,7 @@ import (
 	"github.com/kato-coord/kato/coord/etcdtest"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
+	"github.com/kato-coord/kato/node/processor/processortest"
 )
 
 // maxToolRSS is the peak resident memory allowed to an import or export,
@@ -44,10 +45,9 @@ func buildKatoctl(t *testing.T) string {
 	return bin
 }
 
-// writeBulkExport writes an export of n records to file: patterns as
-// node/load_bench_test.go's benchRecords makes them (2–4 events of 1–3
-// symbols out of 10,000, plus a symbol of their own), and one vector per
-// thousand records.
+// writeBulkExport writes an export of n records to file: patterns of the
+// benchmark shape (processortest.BenchPattern, as node/load_bench_test.go's
+// benchRecords makes them), and one vector per thousand records.
 func writeBulkExport(t *testing.T, file string, n int) {
 	t.Helper()
 	f, err := os.Create(file)
@@ -63,18 +63,7 @@ func writeBulkExport(t *testing.T, file string, n int) {
 			v := processor.IntVector(int64(i), int64(rng.IntN(100)), 3)
 			ch = processor.Change{Kind: processor.PutVector, Vector: processor.VectorRecord{Name: processor.VectorName(v), Vector: v, Seq: uint64(i)}}
 		} else {
-			evs := make([][]string, 2+rng.IntN(3))
-			length := 0
-			for e := range evs {
-				evs[e] = make([]string, 1+rng.IntN(3))
-				for s := range evs[e] {
-					evs[e][s] = "sym" + strconv.Itoa(rng.IntN(10_000))
-				}
-				length += len(evs[e])
-			}
-			evs[0] = append(evs[0], "p"+strconv.Itoa(i))
-			ch = processor.Change{Kind: processor.PutPattern, Pattern: processor.PatternRecord{Name: processor.ModelName(evs), Events: evs,
-				Length: length + 1, Frequency: 1 + int64(rng.IntN(3)), Emotives: []processor.Emotives{}, Seq: uint64(i)}}
+			ch = processor.Change{Kind: processor.PutPattern, Pattern: processortest.BenchPattern(rng, i)}
 		}
 		if line, err = kb.AppendExportLine(line[:0], ch); err != nil {
 			t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -12,17 +11,8 @@ import (
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/node"
 	"github.com/kato-coord/kato/node/kb"
+	"github.com/kato-coord/kato/node/processor/processortest"
 )
-
-// randomSymbol returns n characters zstd cannot shrink much.
-func randomSymbol(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[rand.IntN(len(alphabet))]
-	}
-	return string(b)
-}
 
 // The holder is killed (-9) at every step of a checkpoint: after it froze
 // the model, after its first snapshot chunk (of two or more), with every
@@ -52,7 +42,7 @@ func TestCheckpointCrashAtEveryStep(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatalf("the node never reached step %s:\n%s", step, a.out.String())
 				}
-				if r := client.do("POST", "/m/observe", obs(randomSymbol(40<<10), fmt.Sprint("n", i))); r.code != 200 {
+				if r := client.do("POST", "/m/observe", obs(processortest.RandomSymbol(40<<10), fmt.Sprint("n", i))); r.code != 200 {
 					continue
 				}
 				r := client.do("POST", "/m/learn", "")

@@ -1,7 +1,7 @@
 // This file measures the memory a loaded knowledge base costs per pattern:
 // built through a Builder from records streamed in Seq order, against Load
 // from a full []PatternRecord (the old path), in the same run.
-package processor
+package processor_test
 
 import (
 	"math/rand/v2"
@@ -13,42 +13,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kato-coord/kato/node/processor"
+	"github.com/kato-coord/kato/node/processor/processortest"
 )
 
 // benchRecord returns pattern i of the node's load benchmark shape
-// (writeBenchModel in node/load_bench_test.go): 2-4 events of 1-3 symbols
-// drawn from 10,000 symbols "sym<n>", one symbol "p<i>" that makes it
-// distinct, frequency 1-3, no emotives, Seq i. The record goes through its
-// JSON form, as a record read back from a store does, so its strings are
-// what a decoder hands the builder.
-func benchRecord(tb testing.TB, rng *rand.Rand, i int) PatternRecord {
-	rec := benchRecordRaw(rng, i)
+// (processortest.BenchPattern; writeBenchModel in node/load_bench_test.go)
+// after a trip through its JSON form, as a record read back from a store
+// is, so its strings are what a decoder hands the builder.
+func benchRecord(tb testing.TB, rng *rand.Rand, i int) processor.PatternRecord {
+	rec := processortest.BenchPattern(rng, i)
 	b, err := rec.MarshalJSON()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var out PatternRecord
+	var out processor.PatternRecord
 	if err := out.UnmarshalJSON(b); err != nil {
 		tb.Fatal(err)
 	}
 	return out
-}
-
-// benchRecordRaw is benchRecord without the trip through JSON.
-func benchRecordRaw(rng *rand.Rand, i int) PatternRecord {
-	evs := make([][]string, 2+rng.IntN(3))
-	length := 0
-	for e := range evs {
-		evs[e] = make([]string, 1+rng.IntN(3))
-		for s := range evs[e] {
-			evs[e][s] = "sym" + strconv.Itoa(rng.IntN(10_000))
-		}
-		length += len(evs[e])
-	}
-	evs[0] = append(evs[0], "p"+strconv.Itoa(i))
-	length++
-	return PatternRecord{Name: ModelName(evs), Events: evs, Length: length, Frequency: 1 + int64(rng.IntN(3)),
-		Emotives: []Emotives{}, Seq: uint64(i)}
 }
 
 // buildSizes are the model sizes of BenchmarkBuildMemory: KATO_BUILD_SIZES
@@ -116,7 +100,7 @@ type memUse struct {
 // measure runs load, which returns the processor it built, and reports the
 // heap it holds on to after a GC and the peak while it ran, relative to
 // before.
-func measure(load func() *Processor) (memUse, *Processor) {
+func measure(load func() *processor.Processor) (memUse, *processor.Processor) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -141,15 +125,15 @@ func BenchmarkBuildMemory(b *testing.B) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for range b.N {
 				const seed = 7
-				stream, ps := measure(func() *Processor {
+				stream, ps := measure(func() *processor.Processor {
 					rng := rand.New(rand.NewPCG(seed, uint64(n)))
-					bl := NewBuilder()
+					bl := processor.NewBuilder()
 					for i := range n {
 						if err := bl.AddPattern(benchRecord(b, rng, i)); err != nil {
 							b.Fatal(err)
 						}
 					}
-					p, err := bl.Build(DefaultConfig(), "bench", "bench")
+					p, err := bl.Build(processor.DefaultConfig(), "bench", "bench")
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -158,13 +142,13 @@ func BenchmarkBuildMemory(b *testing.B) {
 				statsStream := ps.Stats()
 				ps = nil
 				runtime.GC()
-				old, pl := measure(func() *Processor {
+				old, pl := measure(func() *processor.Processor {
 					rng := rand.New(rand.NewPCG(seed, uint64(n)))
-					recs := make([]PatternRecord, n)
+					recs := make([]processor.PatternRecord, n)
 					for i := range recs {
 						recs[i] = benchRecord(b, rng, i)
 					}
-					p, err := Load(DefaultConfig(), "bench", "bench", recs, nil)
+					p, err := processor.Load(processor.DefaultConfig(), "bench", "bench", recs, nil)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -199,17 +183,17 @@ func BenchmarkFreeze(b *testing.B) {
 	for _, n := range buildSizes(b) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(7, uint64(n)))
-			bl := NewBuilder()
+			bl := processor.NewBuilder()
 			for i := range n {
-				r := benchRecordRaw(rng, i)
+				r := processortest.BenchPattern(rng, i)
 				if i%10 == 0 {
-					r.Emotives = []Emotives{{{"joy", 0.5}}}
+					r.Emotives = []processor.Emotives{{{"joy", 0.5}}}
 				}
 				if err := bl.AddPattern(r); err != nil {
 					b.Fatal(err)
 				}
 			}
-			p, err := bl.Build(DefaultConfig(), "bench", "bench")
+			p, err := bl.Build(processor.DefaultConfig(), "bench", "bench")
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -221,7 +205,7 @@ func BenchmarkFreeze(b *testing.B) {
 			all := time.Since(start)
 			runtime.GC()
 			b.ResetTimer()
-			var f *Frozen
+			var f *processor.Frozen
 			for range b.N {
 				b.StopTimer()
 				f = nil

@@ -22,6 +22,15 @@ import (
 // startNode runs a node in-process on a real etcd and waits until it serves.
 func startNode(t testing.TB, etc *etcdtest.Cluster, cfg node.Config) *node.Node {
 	t.Helper()
+	n := runNode(t, etc, cfg)
+	etcdtest.Eventually(t, 20*time.Second, n.Ready, "node ready")
+	return n
+}
+
+// runNode runs a node in-process on a real etcd, on loopback, until the
+// test ends; stopped then, its Run must return nil.
+func runNode(t testing.TB, etc *etcdtest.Cluster, cfg node.Config) *node.Node {
+	t.Helper()
 	cli := etc.Client(t)
 	coord.Namespace(cli, coord.DefaultPrefix)
 	cfg.ListenHost, cfg.AdvertiseHost = "127.0.0.1", "127.0.0.1"
@@ -38,7 +47,6 @@ func startNode(t testing.TB, etc *etcdtest.Cluster, cfg node.Config) *node.Node 
 			t.Errorf("Run: %v", err)
 		}
 	})
-	etcdtest.Eventually(t, 20*time.Second, n.Ready, "node ready")
 	return n
 }
 
@@ -198,17 +206,8 @@ func TestBrokenLockHandsOver(t *testing.T) {
 	observe(c, "m", "one", "two")
 	learned := c.ok("POST", "/m/learn", "")["message"].(string)
 
-	cli := etc.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
-	bNode, err := node.New(node.Config{ID: "b", Model: "m", Port: 0, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1"}, cli, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- bNode.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitStatus(t, etc, "b", coord.StatusStandby)
+	cli := namespaced(t, etc)
+	startStandby(t, etc, "b", "m")
 
 	if _, err := coord.BreakLock(context.Background(), cli, "m"); err != nil {
 		t.Fatal(err)

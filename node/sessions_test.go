@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -262,15 +261,7 @@ func TestSessionForwardingAndTakeOver(t *testing.T) {
 	ca.ok("POST", "/m/learn", "")
 
 	cli := namespaced(t, etc)
-	bNode, err := node.New(node.Config{ID: "b", Model: "m", Port: 0, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1"}, cli, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- bNode.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitStatus(t, etc, "b", coord.StatusStandby)
+	bNode := startStandby(t, etc, "b", "m")
 	cb := client{t, bNode.APIURL()}
 
 	// Through b (standby): forwarded to a.

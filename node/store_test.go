@@ -11,7 +11,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -75,19 +74,11 @@ func observeBody(strs []string, vec []float64) string {
 }
 
 // startStandby runs a second node for model, waiting until it is standby.
-func startStandby(t *testing.T, etc *etcdtest.Cluster, id, model string) {
+func startStandby(t *testing.T, etc *etcdtest.Cluster, id, model string) *node.Node {
 	t.Helper()
-	cli := etc.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
-	n, err := node.New(node.Config{ID: id, Model: model, Port: 0, ListenHost: "127.0.0.1", AdvertiseHost: "127.0.0.1"}, cli, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	n := runNode(t, etc, node.Config{ID: id, Model: model, Port: 0})
 	waitStatus(t, etc, id, coord.StatusStandby)
+	return n
 }
 
 // The oversized learns of issue 14: a 2 MB string, two events of 100k

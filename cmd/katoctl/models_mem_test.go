@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-coord/kato/cmd/internal/cliutil/clitest"
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
 	"github.com/kato-coord/kato/node/kb"
@@ -33,17 +34,6 @@ import (
 // maxToolRSS is the peak resident memory allowed to an import or export,
 // whatever the model's size.
 const maxToolRSS = 300 << 20
-
-// buildKatoctl builds the katoctl binary for a test.
-func buildKatoctl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "katoctl")
-	build := exec.Command("go", "build", "-o", bin, "github.com/kato-coord/kato/cmd/katoctl")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build katoctl: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // writeBulkExport writes an export of n records to file: patterns of the
 // benchmark shape (processortest.BenchPattern, as node/load_bench_test.go's
@@ -140,7 +130,7 @@ func TestModelsImportExportMemory(t *testing.T) {
 			t.Fatalf("KATO_IMPORT_LINES=%q: want a positive number", s)
 		}
 	}
-	bin := buildKatoctl(t)
+	bin := clitest.BuildKatoctl(t)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "model.jsonl")
 	writeBulkExport(t, in, n)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kato-coord/kato/cmd/internal/cliutil/clitest"
 	"github.com/kato-coord/kato/coord"
 )
 
@@ -15,7 +16,7 @@ import (
 // katoctl msg ls.
 func TestMessagesToAModelReachItsHolderAndStayVisible(t *testing.T) {
 	c := newCluster(t)
-	ctl := buildKatoctl(t)
+	ctl := clitest.BuildKatoctl(t)
 	c.node("--id", "a", "--model", "m", "--port", "0")
 	ra := c.waitStatus("a", coord.StatusRunning)
 	c.node("--id", "b", "--port", "0")

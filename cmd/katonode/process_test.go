@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/kato-coord/kato/cmd/internal/cliutil/clitest"
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
 	"github.com/kato-coord/kato/node/kb"
@@ -292,7 +292,7 @@ func TestPortTakenUsesNextFreeAndRegistersIt(t *testing.T) {
 
 func TestKatoctlStopByIDAndByName(t *testing.T) {
 	c := newCluster(t)
-	katoctlBin := buildKatoctl(t)
+	katoctlBin := clitest.BuildKatoctl(t)
 	x := c.node("--id", "x", "--port", "0")
 	y := c.node("--id", "y", "--name", "the-y-node", "--port", "0")
 	c.waitStatus("x", coord.StatusRunning)
@@ -320,15 +320,4 @@ func TestKatoctlStopByIDAndByName(t *testing.T) {
 			t.Fatalf("%s did not stop gracefully:\n%s", tc.id, tc.p.out.String())
 		}
 	}
-}
-
-// buildKatoctl builds the katoctl binary for a test.
-func buildKatoctl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "katoctl")
-	build := exec.Command("go", "build", "-o", bin, "github.com/kato-coord/kato/cmd/katoctl")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build katoctl: %v\n%s", err, out)
-	}
-	return bin
 }

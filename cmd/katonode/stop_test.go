@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kato-coord/kato/cmd/internal/cliutil/clitest"
 	"github.com/kato-coord/kato/coord"
 )
 
@@ -15,7 +16,7 @@ import (
 // are stopped first and seen to go, then that one; all exit 0 and katoctl
 // does too.
 func TestKatoctlStopAllWithEmbeddedEtcd(t *testing.T) {
-	ctl := buildKatoctl(t)
+	ctl := clitest.BuildKatoctl(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args := embeddedNode(t, t.TempDir(), "--id", "e")
@@ -47,7 +48,7 @@ func TestKatoctlStopAllWithEmbeddedEtcd(t *testing.T) {
 // registers again, finds the stop message and stops: it does not come back.
 func TestKatoctlStopForceStopsTheProcess(t *testing.T) {
 	c := newCluster(t)
-	ctl := buildKatoctl(t)
+	ctl := clitest.BuildKatoctl(t)
 	p := c.node("--id", "f", "--port", "0")
 	c.waitStatus("f", coord.StatusRunning)
 	out, err := exec.CommandContext(c.ctx, ctl, "stop", "--force", "f", "--endpoints", strings.Join(c.etc.Endpoints(), ",")).CombinedOutput()
@@ -66,7 +67,7 @@ func TestKatoctlStopForceStopsTheProcess(t *testing.T) {
 // the node started next under the same id.
 func TestStopMessageForAnEarlierRunIsIgnored(t *testing.T) {
 	c := newCluster(t)
-	ctl := buildKatoctl(t)
+	ctl := clitest.BuildKatoctl(t)
 	p := c.node("--id", "g", "--port", "0")
 	c.waitStatus("g", coord.StatusRunning)
 	if err := p.cmd.Process.Kill(); err != nil {

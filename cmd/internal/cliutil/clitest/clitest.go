@@ -1,5 +1,7 @@
-// Package clitest checks, for every command of a urfave/cli app, that
-// cliutil.NormalizeArgs lets flags come anywhere on the command line.
+// Package clitest holds test support for the commands: a check, for every
+// command of a urfave/cli app, that cliutil.NormalizeArgs lets flags come
+// anywhere on the command line, and a build of the katoctl binary for tests
+// that run it as a process.
 package clitest
 
 import (

@@ -82,10 +82,7 @@ func grepLines(b []byte, s string) string {
 func TestForwardToStoppedHolderRetriesNewHolder(t *testing.T) {
 	c := newCluster(t)
 	const ttl = 2 * time.Second
-	a := c.node("--id", "a", "--model", "m", "--port", "0", "--ttl", ttl.String())
-	c.waitStatus("a", coord.StatusRunning)
-	c.node("--id", "b", "--model", "m", "--port", "0", "--ttl", ttl.String())
-	c.waitStatus("b", coord.StatusStandby)
+	a, _, _, _ := c.holderAndStandby("m", ttl)
 	c.node("--id", "c", "--port", "0", "--ttl", ttl.String())
 	rc := c.waitStatus("c", coord.StatusRunning)
 	client := api{t, rc.APIURL}

@@ -70,6 +70,18 @@ func (c *cluster) waitStatus(id string, st coord.Status) coord.Instance {
 	return in
 }
 
+// holderAndStandby starts node a, waiting until it holds model, then node
+// b, waiting until it is a's standby, both with lease TTL ttl. It returns
+// their processes and registry records.
+func (c *cluster) holderAndStandby(model string, ttl time.Duration) (a, b *proc, ra, rb coord.Instance) {
+	c.t.Helper()
+	a = c.node("--id", "a", "--model", model, "--port", "0", "--ttl", ttl.String())
+	ra = c.waitStatus("a", coord.StatusRunning)
+	b = c.node("--id", "b", "--model", model, "--port", "0", "--ttl", ttl.String())
+	rb = c.waitStatus("b", coord.StatusStandby)
+	return a, b, ra, rb
+}
+
 // api is a small JSON client of a node.
 type api struct {
 	t    *testing.T
@@ -122,10 +134,7 @@ func obs(strs ...string) string {
 func TestFailoverKeepsEveryAcknowledgedLearn(t *testing.T) {
 	c := newCluster(t)
 	const ttl = 3 * time.Second
-	a := c.node("--id", "a", "--model", "shared", "--port", "0", "--ttl", ttl.String())
-	c.waitStatus("a", coord.StatusRunning)
-	b := c.node("--id", "b", "--model", "shared", "--port", "0", "--ttl", ttl.String())
-	rb := c.waitStatus("b", coord.StatusStandby)
+	a, b, _, rb := c.holderAndStandby("shared", ttl)
 	if in, _ := coord.GetInstance(c.ctx, c.cli, "a"); in.Status != coord.StatusRunning {
 		t.Fatalf("a is %s while b waits", in.Status)
 	}
@@ -206,10 +215,7 @@ func TestFailoverKeepsEveryAcknowledgedLearn(t *testing.T) {
 func TestPausedNodeCannotWriteLate(t *testing.T) {
 	c := newCluster(t)
 	const ttl = 2 * time.Second
-	a := c.node("--id", "a", "--model", "m", "--port", "0", "--ttl", ttl.String())
-	ra := c.waitStatus("a", coord.StatusRunning)
-	c.node("--id", "b", "--model", "m", "--port", "0", "--ttl", ttl.String())
-	c.waitStatus("b", coord.StatusStandby)
+	a, _, ra, _ := c.holderAndStandby("m", ttl)
 	client := api{t, ra.APIURL}
 	client.ok("POST", "/a/observe", obs("late1", "late2"))
 	client.ok("POST", "/a/observe", obs("late3"))

@@ -17,11 +17,8 @@ import (
 func TestRecoveryAfterEtcdComesBack(t *testing.T) {
 	c := newCluster(t)
 	const ttl = 5 * time.Second
-	procs := map[string]*proc{}
-	procs["a"] = c.node("--id", "a", "--model", "m", "--port", "0", "--ttl", ttl.String())
-	c.waitStatus("a", coord.StatusRunning)
-	procs["b"] = c.node("--id", "b", "--model", "m", "--port", "0", "--ttl", ttl.String())
-	rb := c.waitStatus("b", coord.StatusStandby)
+	a, b, _, rb := c.holderAndStandby("m", ttl)
+	procs := map[string]*proc{"a": a, "b": b}
 	client := api{t, rb.APIURL}
 	client.ok("POST", "/m/observe", obs("before", "outage"))
 	client.ok("POST", "/m/observe", obs("second"))

@@ -22,10 +22,7 @@ import (
 func TestSessionsSurviveKill9(t *testing.T) {
 	c := newCluster(t)
 	const ttl = 3 * time.Second
-	a := c.node("--id", "a", "--model", "shared", "--port", "0", "--ttl", ttl.String())
-	c.waitStatus("a", coord.StatusRunning)
-	c.node("--id", "b", "--model", "shared", "--port", "0", "--ttl", ttl.String())
-	rb := c.waitStatus("b", coord.StatusStandby)
+	a, _, _, rb := c.holderAndStandby("shared", ttl)
 	client := api{t, rb.APIURL}
 	for i := 0; i < 5; i++ {
 		client.ok("POST", "/shared/observe", obs(fmt.Sprintf("k%d", i)))

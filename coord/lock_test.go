@@ -1039,14 +1039,7 @@ func TestLockWaiterSurvivesLeaderLoss(t *testing.T) {
 	res := lockAsync(ctx, b)
 	waitQueued(t, ctx, cli, "m", 1)
 
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Stop(leader)
-	if _, err := c.Leader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stopLeader(t, ctx, c)
 	// The holder's own watch went through the election too: it still holds.
 	if _, err := a.Txn(ctx).Then(clientv3.OpPut(coord.ModelPrefix("m")+"x", "a")).Commit(); err != nil {
 		t.Fatalf("holder's fenced write after the election: %v", err)

@@ -5,6 +5,7 @@
 package coord_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -65,4 +66,18 @@ func newClientOn(t testing.TB, c *etcdtest.Cluster, prefix string) *clientv3.Cli
 	cli := c.Client(t)
 	coord.Namespace(cli, prefix)
 	return cli
+}
+
+// stopLeader stops cluster c's leader and waits until the other members
+// have elected a new one.
+func stopLeader(t testing.TB, ctx context.Context, c *etcdtest.Cluster) {
+	t.Helper()
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(leader)
+	if _, err := c.Leader(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

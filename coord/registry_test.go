@@ -314,14 +314,7 @@ func TestLeaderLossDropsNoRegistration(t *testing.T) {
 	}
 	go coord.WatchInstances(wctx, watcher, zap.NewNop(), rev+1, func(e coord.InstanceEvent) { events <- e })
 
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Stop(leader)
-	if _, err := c.Leader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stopLeader(t, ctx, c)
 	// Observe for three TTLs after the new election: no removal, no lost session.
 	window := time.After(3 * ttl)
 	for done := false; !done; {

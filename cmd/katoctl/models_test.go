@@ -117,11 +117,11 @@ func seedModel(t *testing.T, cli *clientv3.Client, model string, patterns, vecto
 	}
 	for i := range patterns {
 		p := testPattern(i)
-		put("patterns/"+p.Name, p)
+		put(patternKey(p), p)
 	}
 	for i := range vectors {
 		v := testVector(i)
-		put("vectors/"+strings.TrimPrefix(v.Name, processor.VectorPrefix), v)
+		put(vectorKey(v), v)
 	}
 	if len(ops) > 0 {
 		if _, err := l.Txn(ctx).Then(ops...).Commit(); err != nil {
@@ -271,6 +271,35 @@ func oldExportLine(t *testing.T, kind, key string, v json.Marshaler) string {
 	return fmt.Sprintf(`{"kind":%q,"key":%q,"value":%s}`, kind, key, b)
 }
 
+// patternKey and vectorKey are a record's key relative to models/<model>/
+// in the layout before format version 1.
+func patternKey(p processor.PatternRecord) string { return "patterns/" + p.Name }
+func vectorKey(v processor.VectorRecord) string {
+	return "vectors/" + strings.TrimPrefix(v.Name, processor.VectorPrefix)
+}
+
+// oldPatternLine and oldVectorLine are a record's line in an export written
+// before format version 1.
+func oldPatternLine(t *testing.T, p processor.PatternRecord) string {
+	return oldExportLine(t, "pattern", patternKey(p), p)
+}
+func oldVectorLine(t *testing.T, v processor.VectorRecord) string {
+	return oldExportLine(t, "vector", vectorKey(v), v)
+}
+
+// oldExportLines are the lines of an export written before format version
+// 1 of the first patterns test patterns and vectors test vectors.
+func oldExportLines(t *testing.T, patterns, vectors int) []string {
+	var lines []string
+	for i := range patterns {
+		lines = append(lines, oldPatternLine(t, testPattern(i)))
+	}
+	for i := range vectors {
+		lines = append(lines, oldVectorLine(t, testVector(i)))
+	}
+	return lines
+}
+
 func TestModelsExportImportRoundTrip(t *testing.T) {
 	cli, flags := modelEtcd(t)
 	// src: a model in the old layout, then changed through the log the way a
@@ -374,15 +403,8 @@ func TestModelsExportImportRoundTrip(t *testing.T) {
 // stored them, a meta line first) still imports, record for record.
 func TestModelsImportOldExport(t *testing.T) {
 	cli, flags := modelEtcd(t)
-	lines := []string{`{"kind":"meta","key":"meta","value":{"v":1,"model":"old","writer":"node-a","fence":42}}`}
-	for i := range 30 {
-		p := testPattern(i)
-		lines = append(lines, oldExportLine(t, "pattern", "patterns/"+p.Name, p))
-	}
-	for i := range 4 {
-		v := testVector(i)
-		lines = append(lines, oldExportLine(t, "vector", "vectors/"+strings.TrimPrefix(v.Name, processor.VectorPrefix), v))
-	}
+	lines := append([]string{`{"kind":"meta","key":"meta","value":{"v":1,"model":"old","writer":"node-a","fence":42}}`},
+		oldExportLines(t, 30, 4)...)
 	r := importFile(t, strings.Join(lines, "\n")+"\n", append(flags, "models", "import", "old")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "imported 30 patterns, 4 vectors into old") {
 		t.Fatalf("import of an old export: exit %d, out %q, err %q", r.code, r.stdout, r.stderr)
@@ -442,15 +464,15 @@ func TestModelsImportRejectsBadLineAndWritesNothing(t *testing.T) {
 	p0, p1 := testPattern(0), testPattern(1)
 	v0, v1 := testVector(0), testVector(1)
 	vecLine := func(v processor.VectorRecord) string {
-		return line("vector", "vectors/"+strings.TrimPrefix(v.Name, processor.VectorPrefix), raw(v))
+		return line("vector", vectorKey(v), raw(v))
 	}
-	good0 := line("pattern", "patterns/"+p0.Name, raw(p0))
-	good1 := line("pattern", "patterns/"+p1.Name, raw(p1))
+	good0 := line("pattern", patternKey(p0), raw(p0))
+	good1 := line("pattern", patternKey(p1), raw(p1))
 	vec := vecLine(v0)
 	var bulk []string
 	for i := range 700 {
 		p := bulkPattern(i)
-		bulk = append(bulk, line("pattern", "patterns/"+p.Name, raw(p)))
+		bulk = append(bulk, line("pattern", patternKey(p), raw(p)))
 	}
 	after := func(tail ...string) []string { return append(append([]string{good0, vec}, bulk...), tail...) }
 	nBulk := 2 + len(bulk)
@@ -487,13 +509,13 @@ func TestModelsImportRejectsBadLineAndWritesNothing(t *testing.T) {
 		{"unknown field", []string{good0, `{"kind":"pattern","key":"k","value":{},"extra":1}`}, 2, "unknown field"},
 		{"two values", []string{good0 + " " + good1}, 1, "more than one JSON value"},
 		{"unknown kind", []string{vec, line("symbol", "symbols/x", map[string]int{"a": 1})}, 2, `kind "symbol"`},
-		{"no value", []string{line("pattern", "patterns/"+p0.Name, nil)}, 1, "has no value"},
-		{"key is not the name", []string{good0, vec, line("pattern", "patterns/"+p1.Name, raw(otherName))}, 3, "holds pattern"},
-		{"name is not the hash", []string{line("pattern", "patterns/"+p0.Name, raw(otherName))}, 1, "hash to"},
-		{"pattern under vectors/", []string{line("vector", "patterns/"+p0.Name, raw(p0))}, 1, "does not start with vectors/"},
+		{"no value", []string{line("pattern", patternKey(p0), nil)}, 1, "has no value"},
+		{"key is not the name", []string{good0, vec, line("pattern", patternKey(p1), raw(otherName))}, 3, "holds pattern"},
+		{"name is not the hash", []string{line("pattern", patternKey(p0), raw(otherName))}, 1, "hash to"},
+		{"pattern under vectors/", []string{line("vector", patternKey(p0), raw(p0))}, 1, "does not start with vectors/"},
 		{"vector values", []string{line("vector", "vectors/"+strings.TrimPrefix(v0.Name, "VECTOR|"), raw(wrongVec))}, 1, "hash to"},
 		{"duplicate pattern", []string{good0, vec, "", good0}, 4, "given twice"},
-		{"duplicate pattern seq", []string{good0, vec, line("pattern", "patterns/"+p1.Name, raw(sameSeq))}, 3, "another pattern has seq 0"},
+		{"duplicate pattern seq", []string{good0, vec, line("pattern", patternKey(p1), raw(sameSeq))}, 3, "another pattern has seq 0"},
 		{"duplicate vector", []string{good0, vec, good1, vec}, 4, "given twice"},
 		{"duplicate vector seq", []string{vec, vecLine(vecSameSeq)}, 2, "another vector has seq 0"},
 		{"bad length", []string{good0, vec, line("pattern", "patterns/"+p1.Name, raw(badLength))}, 3, "has length 7, events hold 4"},
@@ -545,9 +567,7 @@ func TestModelsImportRejectsBadLineAndWritesNothing(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "imported 2 patterns, 1 vectors into empty") {
 		t.Fatalf("good import: exit %d, out %q, err %q", r.code, r.stdout, r.stderr)
 	}
-	want := oldExportLine(t, "pattern", "patterns/"+p0.Name, p0) + "\n" +
-		oldExportLine(t, "vector", "vectors/"+strings.TrimPrefix(v0.Name, processor.VectorPrefix), v0) + "\n" +
-		oldExportLine(t, "pattern", "patterns/"+p1.Name, p1) + "\n"
+	want := oldPatternLine(t, p0) + "\n" + oldVectorLine(t, v0) + "\n" + oldPatternLine(t, p1) + "\n"
 	if got := exportOf(t, cli, "empty"); got != want {
 		t.Fatalf("imported\n%s\nwant\n%s", got, want)
 	}
@@ -624,7 +644,7 @@ func TestModelsRemove(t *testing.T) {
 	}
 
 	// A model in the new layout: head, meta, snapshot chunks and log.
-	if r := importFile(t, exportOf(t, cli, "plain")+oldExportLine(t, "pattern", "patterns/"+testPattern(0).Name, testPattern(0)), append(flags, "models", "import", "fresh")...); r.code != 0 {
+	if r := importFile(t, exportOf(t, cli, "plain")+oldPatternLine(t, testPattern(0)), append(flags, "models", "import", "fresh")...); r.code != 0 {
 		t.Fatalf("import: exit %d, stderr %q", r.code, r.stderr)
 	}
 	learnLog(t, cli, "fresh", putPattern(testPattern(1)))
@@ -693,15 +713,7 @@ func TestModelsForceRefusedWithWaitersAndStaleLock(t *testing.T) {
 func TestModelsList(t *testing.T) {
 	cli, flags := modelEtcd(t)
 	// alpha: imported (a snapshot), then learned on (two log entries).
-	var lines []string
-	for i := range 12 {
-		p := testPattern(i)
-		lines = append(lines, oldExportLine(t, "pattern", "patterns/"+p.Name, p))
-	}
-	for i := range 3 {
-		v := testVector(i)
-		lines = append(lines, oldExportLine(t, "vector", "vectors/"+strings.TrimPrefix(v.Name, processor.VectorPrefix), v))
-	}
+	lines := oldExportLines(t, 12, 3)
 	if r := importFile(t, strings.Join(lines, "\n"), append(flags, "models", "import", "alpha")...); r.code != 0 {
 		t.Fatalf("import: exit %d, stderr %q", r.code, r.stderr)
 	}

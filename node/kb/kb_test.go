@@ -247,22 +247,22 @@ func diffNames(a, b map[string]processor.PatternRecord) string {
 // each in ascending sequence (a sorted snapshot's order).
 func (m *model) sorted() []processor.Change {
 	var out []processor.Change
-	ps := make([]processor.PatternRecord, 0, len(m.patterns))
-	for _, p := range m.patterns {
-		ps = append(ps, p)
-	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i].Seq < ps[j].Seq })
-	for _, p := range ps {
+	for _, p := range bySeq(m.patterns, func(p processor.PatternRecord) uint64 { return p.Seq }) {
 		out = append(out, processor.Change{Kind: processor.PutPattern, Pattern: p})
 	}
-	vs := make([]processor.VectorRecord, 0, len(m.vectors))
-	for _, v := range m.vectors {
-		vs = append(vs, v)
-	}
-	sort.Slice(vs, func(i, j int) bool { return vs[i].Seq < vs[j].Seq })
-	for _, v := range vs {
+	for _, v := range bySeq(m.vectors, func(v processor.VectorRecord) uint64 { return v.Seq }) {
 		out = append(out, processor.Change{Kind: processor.PutVector, Vector: v})
 	}
+	return out
+}
+
+// bySeq returns the records of m in ascending sequence.
+func bySeq[R any](m map[string]R, seq func(R) uint64) []R {
+	out := make([]R, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return seq(out[i]) < seq(out[j]) })
 	return out
 }
 

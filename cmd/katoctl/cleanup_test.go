@@ -13,8 +13,7 @@ import (
 
 func TestCleanupFindsAndRemovesStaleKeys(t *testing.T) {
 	c, flags := registered(t, sampleInstances()[0]) // instances/alpha, on a live lease
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
+	cli := katoClient(t, c)
 	ctx := testCtx(t)
 	held := holdLock(t, cli, "held", "node-a", "host-1") // live lock key and lockinfo
 	seedModel(t, cli, "data", 3, 1)

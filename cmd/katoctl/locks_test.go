@@ -14,31 +14,15 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
 )
 
-// lockEtcd starts etcd and returns the global flags that reach it and a
-// client under the default prefix.
-func lockEtcd(t *testing.T) ([]string, *clientv3.Client) {
-	t.Helper()
-	c, flags := registered(t)
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
-	return flags, cli
-}
-
 // lockHolder returns a ModelLock of model on a session of its own.
 func lockHolder(t *testing.T, ctx context.Context, cli *clientv3.Client, model, id string) *coord.ModelLock {
 	t.Helper()
-	s, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(30*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	return coord.NewModelLock(s, model, coord.WithHolder(id, "host-"+id))
+	return coord.NewModelLock(testSession(t, ctx, cli, coord.WithTTL(30*time.Second)), model, coord.WithHolder(id, "host-"+id))
 }
 
 func lockWaiters(ctx context.Context, cli *clientv3.Client, model string) int {
@@ -50,7 +34,7 @@ func lockWaiters(ctx context.Context, cli *clientv3.Client, model string) int {
 }
 
 func TestLocksLsAndBreak(t *testing.T) {
-	flags, cli := lockEtcd(t)
+	cli, flags := modelEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a := lockHolder(t, ctx, cli, "m", "node-a")
@@ -145,7 +129,7 @@ func TestLocksLsAndBreak(t *testing.T) {
 }
 
 func TestLockRunsCommandWithLockEnv(t *testing.T) {
-	flags, cli := lockEtcd(t)
+	cli, flags := modelEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r := katoctl(t, nil, append(flags, "lock", "--holder", "job-1", "m", "--", "sh", "-c",
@@ -172,7 +156,7 @@ func TestLockRunsCommandWithLockEnv(t *testing.T) {
 }
 
 func TestLockTimeoutNamesHolder(t *testing.T) {
-	flags, cli := lockEtcd(t)
+	cli, flags := modelEtcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := lockHolder(t, ctx, cli, "m", "node-a").Lock(ctx); err != nil {
@@ -197,7 +181,7 @@ func TestLockKillsCommandWhenLockBroken(t *testing.T) {
 		{"SIGKILL after grace", `trap "" TERM; echo ready; while :; do sleep 0.1; done`, "killed by killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			flags, cli := lockEtcd(t)
+			cli, flags := modelEtcd(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			cmd := katoctlCmd(t, nil, append(flags, "lock", "--kill-grace", "300ms", "m", "--", "sh", "-c", tc.script)...)

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/kato-coord/kato/cmd/internal/cliutil/clitest"
-	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
@@ -140,8 +139,7 @@ func TestModelsImportExportMemory(t *testing.T) {
 	}
 
 	c := etcdtest.New(t, etcdtest.WithQuota(8<<30))
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
+	cli := katoClient(t, c)
 	flags := []string{"--endpoints", strings.Join(c.Endpoints(), ","), "--command-timeout", "60s"}
 
 	m := runMeasured(t, exec.Command(bin, append(flags, "models", "import", "--progress", "0", "big", in)...))

@@ -25,9 +25,7 @@ import (
 func modelEtcd(t *testing.T) (*clientv3.Client, []string) {
 	t.Helper()
 	c, flags := registered(t)
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
-	return cli, flags
+	return katoClient(t, c), flags
 }
 
 // testCtx is a bounded context for the test's own etcd calls.
@@ -43,12 +41,7 @@ func testCtx(t *testing.T) context.Context {
 func holdLock(t *testing.T, cli *clientv3.Client, model, id, host string) *coord.ModelLock {
 	t.Helper()
 	ctx := testCtx(t)
-	s, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(30*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	l := coord.NewModelLock(s, model, coord.WithHolder(id, host))
+	l := coord.NewModelLock(testSession(t, ctx, cli, coord.WithTTL(30*time.Second)), model, coord.WithHolder(id, host))
 	if _, err := l.TryLock(ctx); err != nil {
 		t.Fatal(err)
 	}

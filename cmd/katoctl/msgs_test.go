@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/kato-coord/kato/coord"
 )
 
@@ -18,16 +16,9 @@ import (
 func msgEtcd(t *testing.T, ins ...coord.Instance) ([]string, *coord.Mailbox) {
 	t.Helper()
 	c, flags := registered(t, ins...)
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := coord.NewSession(ctx, cli, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	return flags, coord.NewMailbox(s, "tester")
+	return flags, coord.NewMailbox(testSession(t, ctx, katoClient(t, c)), "tester")
 }
 
 func TestMsgSendLsRecv(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
@@ -19,21 +20,36 @@ import (
 func registered(t *testing.T, ins ...coord.Instance) (*etcdtest.Cluster, []string) {
 	t.Helper()
 	c := etcdtest.New(t)
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
+	cli := katoClient(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := range ins {
-		s, err := coord.NewSession(ctx, cli, zap.NewNop(), coord.WithTTL(30*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close(context.Background()) })
+		s := testSession(t, ctx, cli, coord.WithTTL(30*time.Second))
 		if err := coord.NewRegistry(s).Register(ctx, &ins[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return c, []string{"--endpoints", strings.Join(c.Endpoints(), ",")}
+}
+
+// katoClient is a client of c under the default prefix, closed when the
+// test ends.
+func katoClient(t *testing.T, c *etcdtest.Cluster) *clientv3.Client {
+	t.Helper()
+	cli := c.Client(t)
+	coord.Namespace(cli, coord.DefaultPrefix)
+	return cli
+}
+
+// testSession starts a session on cli that is closed when the test ends.
+func testSession(t *testing.T, ctx context.Context, cli *clientv3.Client, opts ...coord.SessionOption) *coord.Session {
+	t.Helper()
+	s, err := coord.NewSession(ctx, cli, zap.NewNop(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
 }
 
 func sampleInstances() []coord.Instance {
@@ -159,8 +175,7 @@ func TestWatchStreamsChanges(t *testing.T) {
 	if ev := next(); ev.Type != coord.EventAdded || ev.Instance.ID != "alpha" {
 		t.Fatalf("first event %+v", ev)
 	}
-	cli := c.Client(t)
-	coord.Namespace(cli, coord.DefaultPrefix)
+	cli := katoClient(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := coord.NewSession(ctx, cli, zap.NewNop())

@@ -31,6 +31,20 @@ func followedModel(t *testing.T, f *fixture) (st kb.State, com *kb.Committer, re
 	return st, com, revs, done
 }
 
+// submitFollowed submits ch and returns what the follower then receives,
+// failing unless that is ch alone.
+func submitFollowed(t *testing.T, f *fixture, com *kb.Committer, revs <-chan followed, ch processor.Change) followed {
+	t.Helper()
+	if err := com.Submit(f.ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	got := next(t, revs)
+	if !reflect.DeepEqual(got.chs, processor.Changes{ch}) {
+		t.Fatalf("submitted %+v, the follower got %+v", ch, got.chs)
+	}
+	return got
+}
+
 func waitEnd(t *testing.T, done <-chan error) error {
 	t.Helper()
 	select {
@@ -96,13 +110,7 @@ func TestFollowStopsWhenTheModelIsReplaced(t *testing.T) {
 			f := setup(t)
 			st, com, revs, done := followedModel(t, f)
 			// The follower is live: a change arrives.
-			ch := pat(101, 1, "followed", "x")
-			if err := com.Submit(f.ctx, ch); err != nil {
-				t.Fatal(err)
-			}
-			if got := next(t, revs); !reflect.DeepEqual(got.chs, processor.Changes{ch}) {
-				t.Fatalf("followed %+v", got.chs)
-			}
+			submitFollowed(t, f, com, revs, pat(101, 1, "followed", "x"))
 			st.NextSeq++
 			c.change(t, f, st)
 			if err := waitEnd(t, done); !errors.Is(err, c.want) {
@@ -117,13 +125,7 @@ func TestFollowStopsWhenTheModelIsReplaced(t *testing.T) {
 func TestFollowContinuesAcrossACheckpoint(t *testing.T) {
 	f := setup(t)
 	st, com, revs, done := followedModel(t, f)
-	a := pat(101, 1, "before", "checkpoint")
-	if err := com.Submit(f.ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	if got := next(t, revs); !reflect.DeepEqual(got.chs, processor.Changes{a}) {
-		t.Fatalf("followed %+v", got.chs)
-	}
+	submitFollowed(t, f, com, revs, pat(101, 1, "before", "checkpoint"))
 	m, st2 := f.load(t)
 	f.writeSnapshot(t, st.Base(), st2.NextSeq, m.sorted())
 	if f.count(t, "log/") != 0 {
@@ -131,11 +133,8 @@ func TestFollowContinuesAcrossACheckpoint(t *testing.T) {
 	}
 	for i := range 3 {
 		b := pat(uint64(102+i), 1, "after", "checkpoint", string(rune('a'+i)))
-		if err := com.Submit(f.ctx, b); err != nil {
-			t.Fatal(err)
-		}
-		if got := next(t, revs); !reflect.DeepEqual(got.chs, processor.Changes{b}) || got.next != st2.NextSeq+uint64(i)+1 {
-			t.Fatalf("after the checkpoint the follower got %+v (next %d)", got.chs, got.next)
+		if got := submitFollowed(t, f, com, revs, b); got.next != st2.NextSeq+uint64(i)+1 {
+			t.Fatalf("after the checkpoint the follower got next %d, want %d", got.next, st2.NextSeq+uint64(i)+1)
 		}
 	}
 	select {

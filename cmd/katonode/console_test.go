@@ -127,15 +127,14 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("%s: %v\npage:\n%s", what, err, pageText())
 		}
 	}
-	// click clicks sel and waits for the confirmation dialog it opens. The
-	// live tables move rows as they change, and a mouse click at the place
-	// CDP measured can miss a row that moved meanwhile: the button's own
-	// click() cannot, and it is tried again until the dialog opens.
-	click := func(what, sel string) {
+	// openConfirm runs open, which opens the confirmation dialog, and waits
+	// for the dialog; it tries again (five tries in all) while the dialog
+	// does not open, as when the live table moved the row open acted on.
+	openConfirm := func(what string, open func(context.Context) error) {
 		t.Helper()
 		for try := 0; ; try++ {
 			cctx, ccancel := context.WithTimeout(bctx, 10*time.Second)
-			_, err := chromedp.Run(cctx, chromedp.Evaluate[bool](`(() => { const b = document.querySelector('`+sel+`'); if (b) b.click(); return !!b; })()`))
+			err := open(cctx)
 			if err == nil {
 				_, err = chromedp.Run(cctx, chromedp.Poll[bool](`document.getElementById('confirm').open`, chromedp.WithPollingTimeout(2*time.Second), chromedp.WithPollingInterval(20*time.Millisecond)))
 			}
@@ -147,6 +146,17 @@ func TestConsoleInBrowser(t *testing.T) {
 				t.Fatalf("%s: %v\npage:\n%s", what, err, pageText())
 			}
 		}
+	}
+	// click clicks sel and waits for the confirmation dialog it opens. The
+	// live tables move rows as they change, and a mouse click at the place
+	// CDP measured can miss a row that moved meanwhile: the button's own
+	// click() cannot, and it is tried again until the dialog opens.
+	click := func(what, sel string) {
+		t.Helper()
+		openConfirm(what, func(ctx context.Context) error {
+			_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const b = document.querySelector('`+sel+`'); if (b) b.click(); return !!b; })()`))
+			return err
+		})
 	}
 	eval := func(js string) string {
 		t.Helper()
@@ -243,20 +253,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Remove the inbox nobody reads, with the keyboard only: Enter on the
 	// button, the dialog opens on Cancel, Tab to Confirm, Enter.
 	// A row the table moves loses focus (and its node id): try again then.
-	for try := 0; ; try++ {
-		fctx, fcancel := context.WithTimeout(bctx, 10*time.Second)
-		err := chromedp.Do(fctx, chromedp.Focus(chromedp.CSS(`#inboxes tr[data-key="old-worker"] button`)), chromedp.KeyEvent(kb.Enter))
-		if err == nil {
-			_, err = chromedp.Run(fctx, chromedp.Poll[bool](`document.getElementById('confirm').open`, chromedp.WithPollingTimeout(2*time.Second), chromedp.WithPollingInterval(20*time.Millisecond)))
-		}
-		fcancel()
-		if err == nil {
-			break
-		}
-		if try == 4 {
-			t.Fatalf("remove the inbox with Enter: %v\npage:\n%s", err, pageText())
-		}
-	}
+	openConfirm("remove the inbox with Enter", func(ctx context.Context) error {
+		return chromedp.Do(ctx, chromedp.Focus(chromedp.CSS(`#inboxes tr[data-key="old-worker"] button`)), chromedp.KeyEvent(kb.Enter))
+	})
 	wait("the confirmation, focused on Cancel", `document.getElementById('confirm').open && document.activeElement.id === 'confirm-cancel'`, 10*time.Second)
 	do("tab to Confirm", chromedp.KeyEvent(kb.Tab))
 	wait("Confirm focused", `document.activeElement.id === 'confirm-ok'`, 10*time.Second)

@@ -65,29 +65,29 @@ func TestMemStoreAndRecords(t *testing.T) {
 	}
 	// Records survive JSON, int/float vectors included.
 	for _, r := range p.Patterns() {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back PatternRecord
-		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
-			t.Errorf("pattern %s → %+v, %v", b, back, err)
-		}
+		checkJSONRoundTrip(t, "pattern", r)
 	}
 	for _, r := range append(p.Vectors(), VectorRecord{Name: "x", Vector: FloatVector(1, 2.5, 1e16), Seq: 9}) {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back VectorRecord
-		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
-			t.Errorf("vector %s → %+v, %v", b, back, err)
-		}
+		checkJSONRoundTrip(t, "vector", r)
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := all.Apply(cancelled, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Apply: %v", err)
+	}
+}
+
+// checkJSONRoundTrip fails unless record r, a what, decodes from its JSON
+// as it was.
+func checkJSONRoundTrip[R any](t *testing.T, what string, r R) {
+	t.Helper()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back R
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, r) {
+		t.Errorf("%s %s → %+v, %v", what, b, back, err)
 	}
 }
 

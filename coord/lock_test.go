@@ -57,6 +57,19 @@ func waitQueued(t *testing.T, ctx context.Context, cli *clientv3.Client, model s
 	return st
 }
 
+// checkNoWaiters fails, saying what left them, if the lock of model has
+// waiters now.
+func checkNoWaiters(t *testing.T, ctx context.Context, cli *clientv3.Client, model, what string) {
+	t.Helper()
+	st, _, err := coord.GetLock(ctx, cli, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Waiters) != 0 {
+		t.Fatalf("%s: %+v", what, st.Waiters)
+	}
+}
+
 type lockResult struct {
 	fence coord.Fence
 	err   error
@@ -596,13 +609,7 @@ func TestTryLockNamesHolder(t *testing.T) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
 	}
-	st, _, err := coord.GetLock(ctx, cli, "m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Waiters) != 0 {
-		t.Fatalf("TryLock left a queue key: %+v", st.Waiters)
-	}
+	checkNoWaiters(t, ctx, cli, "m", "TryLock left a queue key")
 	if err := a.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -628,13 +635,7 @@ func TestLockDeadlineNamesHolderAndLeavesQueue(t *testing.T) {
 	if !errors.Is(err, coord.ErrLocked) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "node-a") {
 		t.Fatalf("Lock past its deadline: %v, want ErrLocked naming node-a and DeadlineExceeded", err)
 	}
-	st, _, err := coord.GetLock(ctx, cli, "m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Waiters) != 0 {
-		t.Fatalf("abandoned Lock left a queue key: %+v", st.Waiters)
-	}
+	checkNoWaiters(t, ctx, cli, "m", "abandoned Lock left a queue key")
 	if err := a.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -1004,13 +1005,7 @@ func TestLockHandOverToWaiterThatLeft(t *testing.T) {
 	if info := lockInfo(t, ctx, cli, "m"); info != nil {
 		t.Errorf("lockinfo under the lease of a waiter that gave up is still there: %s", info.Value)
 	}
-	st, _, err := coord.GetLock(ctx, cli, "m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Waiters) != 0 {
-		t.Fatalf("b left a queue key: %+v", st.Waiters)
-	}
+	checkNoWaiters(t, ctx, cli, "m", "b left a queue key")
 	// a's Unlock finds its successor gone and releases plainly.
 	if err := a.Unlock(ctx); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
-// The process Session: one etcd lease for the whole process, kept alive by
-// its own keep-alive streams (re-sent to another member when one hangs), and
-// noticed lost on this side when it can no longer be renewed.
+// The process Session: one etcd lease for the whole process, renewed over
+// keep-alive streams of its own or shared with the client's other sessions
+// (KeepAlives), and noticed lost on this side when it can no longer be
+// renewed.
 
 package coord
 
@@ -11,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -46,13 +46,18 @@ type Session struct {
 
 	now func() time.Time
 
+	ka        *KeepAlives
+	member    *kaMember     // in ka
+	answer    chan struct{} // an answer came (cap 1; see answered)
 	mu        sync.Mutex
 	expiresAt time.Time // client-side deadline of the lease
+	gone      bool      // etcd answered that it no longer knows the lease
 	lostErr   error
 }
 
 type sessionOptions struct {
 	ttl time.Duration
+	ka  *KeepAlives
 	now func() time.Time // the clock Err reads (tests move it)
 }
 
@@ -62,6 +67,13 @@ type SessionOption func(*sessionOptions)
 // WithTTL sets the lease TTL (default DefaultTTL, at least MinTTL).
 func WithTTL(ttl time.Duration) SessionOption {
 	return func(o *sessionOptions) { o.ttl = ttl }
+}
+
+// WithKeepAlives renews the session over k's streams, shared with the other
+// sessions of the client; k must be of the session's client. Without it the
+// session opens streams of its own.
+func WithKeepAlives(k *KeepAlives) SessionOption {
+	return func(o *sessionOptions) { o.ka = k }
 }
 
 // NewSession grants a lease and starts keeping it alive until Close or loss.
@@ -80,43 +92,54 @@ func NewSession(ctx context.Context, cli *clientv3.Client, lg *zap.Logger, opts 
 		cli:      cli,
 		lg:       lg.Named("session"),
 		now:      o.now,
+		ka:       o.ka,
+		answer:   make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
-	// The keep-alive stream opens before the lease exists: with auth its
+	if s.ka == nil {
+		s.ka = newKeepAlives(cli, s.lg, true)
+	} else if s.ka.cli != cli {
+		return nil, errors.New("coord: the session's keep-alives are of another client")
+	}
+	// A keep-alive stream opens before the lease exists: with auth its
 	// open is a password check, which takes a while on a busy etcd (10,000
 	// sessions opening at once lost most of their leases waiting for it),
 	// and the lease's TTL does not run meanwhile.
-	ka := newKeepAliver(s)
-	ka.open()
-	select {
-	case op := <-ka.opened:
-		if op.err != nil {
-			ka.closeAll()
-			return nil, fmt.Errorf("coord: open the session's keep-alive stream: %w", op.err)
-		}
-		ka.add(op, false)
-	case <-ctx.Done():
-		ka.closeAll()
-		return nil, fmt.Errorf("coord: open the session's keep-alive stream: %w", ctx.Err())
+	if err := s.ka.ready(ctx); err != nil {
+		s.closePrivate()
+		return nil, fmt.Errorf("coord: open the session's keep-alive stream: %w", err)
 	}
 	asked := int64((o.ttl + time.Second - 1) / time.Second)
 	sent := time.Now()
 	resp, err := cli.Grant(ctx, asked)
 	if err != nil {
-		ka.closeAll()
+		s.closePrivate()
 		return nil, fmt.Errorf("coord: grant session lease: %w", err)
 	}
 	s.lease = resp.ID
 	s.ttl = time.Duration(resp.TTL) * time.Second
 	s.expiresAt = sent.Add(s.ttl)
+	if s.member, err = s.ka.join(s); err != nil {
+		if _, rerr := cli.Revoke(ctx, s.lease); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("revoke lease %s: %w", LeaseHex(s.lease), rerr))
+		}
+		return nil, fmt.Errorf("coord: start renewing the session lease: %w", err)
+	}
 	if resp.TTL != asked {
 		s.lg.Info("etcd changed the session TTL", zap.Int64("asked-s", asked), zap.Int64("granted-s", resp.TTL))
 	}
 	s.lg.Debug("session started", zap.String("lease", LeaseHex(s.lease)), zap.Duration("ttl", s.ttl))
-	go s.keepAlive(ka)
+	go s.keepAlive()
 	return s, nil
+}
+
+// closePrivate closes the session's keep-alives if they are its own.
+func (s *Session) closePrivate() {
+	if s.ka.private {
+		s.ka.Close()
+	}
 }
 
 // Lease returns the session's lease id.
@@ -177,6 +200,25 @@ func (s *Session) Close(ctx context.Context) error {
 	return err
 }
 
+// answered takes etcd's answer to a renewal sent at sent: the lease counts
+// until sent + ttl, or is gone if ttl <= 0. The keep-alive loop is told
+// without waiting for it.
+func (s *Session) answered(sent time.Time, ttl int64) {
+	s.mu.Lock()
+	if s.lostErr == nil {
+		if ttl <= 0 {
+			s.gone = true
+		} else if exp := sent.Add(time.Duration(ttl) * time.Second); exp.After(s.expiresAt) {
+			s.expiresAt = exp
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case s.answer <- struct{}{}:
+	default:
+	}
+}
+
 func (s *Session) markLost(err error) {
 	s.lostOnce.Do(func() {
 		s.mu.Lock()
@@ -186,30 +228,31 @@ func (s *Session) markLost(err error) {
 	})
 }
 
-// keepAlive renews the lease every TTL/3 over a long-lived keep-alive
-// stream: etcd checks the client's credentials when a stream opens (with
-// auth, a password check), so a stream per renewal would cost etcd one per
-// renewal. Each request's send time is kept (a stream answers in order), and
-// the lease counts until TTL after the send time of the last request etcd
-// answered, which is never later than etcd's own expiry of it. (The client's
-// Lease.KeepAlive shares one stream among all leases but does not tell when
-// the answered request was sent, so it cannot keep that rule.)
+// keepAlive renews the lease every TTL/3 over long-lived keep-alive
+// streams (KeepAlives): etcd checks the client's credentials when a stream
+// opens (with auth, a password check), so a stream per renewal would cost
+// etcd one per renewal. Each request's send time is kept (a stream answers
+// in order), and the lease counts until TTL after the send time of the last
+// request etcd answered, which is never later than etcd's own expiry of it.
+// (The client's Lease.KeepAlive shares one stream among all leases but does
+// not tell when the answered request was sent, so it cannot keep that rule.)
 //
-// A request that gets no answer within TTL/6 is sent again on a new
+// A request that gets no answer within TTL/6 is sent again on a newer
 // stream, which the client opens to the next member: a stream can hang on a
 // member cut off from the others, or on one that forwards to a leader that
-// was cut off. Tries come faster as the deadline nears (see hedgeAfter). The first answer counts; streams that break or stay silent
-// are closed (two at most are kept). Renewals go on every TTL/6 while none
-// is answered, until the client-side deadline passes; then the session is
+// was cut off. Tries come faster as the deadline nears (see hedgeAfter).
+// The first answer counts; streams that break or stay silent are closed
+// (two at most are kept). Renewals go on every TTL/6 while none is
+// answered, until the client-side deadline passes; then the session is
 // lost. Renewals start on wall-clock ticks (see aligned).
-func (s *Session) keepAlive(ka *keepAliver) {
+func (s *Session) keepAlive() {
 	defer close(s.loopDone)
+	defer s.ka.leave(s.member)
 	interval := s.ttl / 3
 	retry := interval / 2 // a busy etcd answers late: do not double its load early
 	if retry < 100*time.Millisecond {
 		retry = 100 * time.Millisecond
 	}
-	defer ka.closeAll()
 	tick := min(500*time.Millisecond, interval/4)
 	next := time.NewTimer(aligned(time.Now(), interval, tick))
 	defer next.Stop()
@@ -233,41 +276,30 @@ func (s *Session) keepAlive(ka *keepAliver) {
 			return
 		case <-next.C:
 			pending = true
-			ka.send(false)
+			s.ka.renew(s.member, false)
 			hedge.Reset(hedgeAfter(retry, time.Until(s.ExpiresAt())))
 		case <-hedge.C:
 			if pending {
 				after := hedgeAfter(retry, time.Until(s.ExpiresAt()))
-				s.lg.Debug("keep-alive not answered; sending on a new stream", zap.Duration("next-after", after))
-				ka.send(true)
+				s.lg.Debug("keep-alive not answered; sending on a newer stream", zap.Duration("next-after", after))
+				s.ka.renew(s.member, true)
 				hedge.Reset(after)
 			}
-		case o := <-ka.opened:
-			ka.add(o, pending)
-		case a := <-ka.answers:
-			switch {
-			case a.err != nil:
-				if ka.drop(a.st) { // not one closed here already
-					s.lg.Debug("keep-alive stream failed", zap.Error(a.err), zap.Time("expires-at", s.ExpiresAt()))
-				}
-			case a.ttl <= 0:
+		case <-s.answer:
+			s.mu.Lock()
+			gone := s.gone
+			s.mu.Unlock()
+			if gone {
 				deadline.Stop()
 				lost := fmt.Errorf("%w: etcd no longer knows lease %s", ErrSessionLost, LeaseHex(s.lease))
 				s.lg.Warn("session lease lost", zap.String("lease", LeaseHex(s.lease)), zap.Error(lost))
 				s.markLost(lost)
 				return
-			default:
-				s.mu.Lock()
-				if exp := a.sent.Add(time.Duration(a.ttl) * time.Second); exp.After(s.expiresAt) {
-					s.expiresAt = exp
-				}
-				s.mu.Unlock()
-				ka.keepOnly(a.st)
-				if pending {
-					pending = false
-					hedge.Stop()
-					next.Reset(aligned(time.Now(), interval, tick))
-				}
+			}
+			if pending {
+				pending = false
+				hedge.Stop()
+				next.Reset(aligned(time.Now(), interval, tick))
 			}
 		}
 		deadline.Stop()
@@ -299,179 +331,6 @@ func aligned(now time.Time, interval, tick time.Duration) time.Duration {
 	at := now.Add(interval)
 	at = at.Add(-time.Duration(at.UnixNano() % int64(tick)))
 	return at.Sub(now)
-}
-
-// keepAliver holds the session's keep-alive streams: usually one; more
-// while a renewal is hedged.
-type keepAliver struct {
-	s       *Session
-	lc      pb.LeaseClient
-	ctx     context.Context // of every stream; cancelled by closeAll
-	cancel  context.CancelFunc
-	streams []*kaStream // the last one is where requests go
-	opening bool        // a stream is being opened
-	opened  chan kaOpened
-	answers chan kaAnswer
-	quit    chan struct{} // closed by closeAll
-	wg      sync.WaitGroup
-}
-
-// kaStream is one keep-alive stream with the send times of its requests
-// that are not answered yet, oldest first.
-type kaStream struct {
-	stream pb.Lease_LeaseKeepAliveClient
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	sent   []time.Time
-}
-
-type kaAnswer struct {
-	st   *kaStream
-	sent time.Time
-	ttl  int64
-	err  error
-}
-
-func newKeepAliver(s *Session) *keepAliver {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &keepAliver{s: s, lc: clientv3.RetryLeaseClient(s.cli), ctx: ctx, cancel: cancel,
-		opened: make(chan kaOpened), answers: make(chan kaAnswer, 16), quit: make(chan struct{})}
-}
-
-// send sends a keep-alive request on the current stream, or on a new one
-// when there is none or fresh is set. A new stream opens in the background
-// (with auth the client first asks etcd for a token, which may hang while
-// etcd is cut off): the request goes out once it is open (see add), and the
-// keep-alive loop keeps watching the deadline meanwhile.
-func (k *keepAliver) send(fresh bool) {
-	if fresh || len(k.streams) == 0 {
-		k.open()
-		return
-	}
-	k.sendOn(k.streams[len(k.streams)-1])
-}
-
-func (k *keepAliver) sendOn(st *kaStream) {
-	st.mu.Lock()
-	st.sent = append(st.sent, time.Now())
-	st.mu.Unlock()
-	if err := st.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(k.s.lease)}); err != nil {
-		// The receiver reports the stream's end.
-		k.s.lg.Debug("keep-alive send failed", zap.Error(err))
-	}
-}
-
-// maxKeepAliveStreams bounds the streams kept while renewals go unanswered.
-const maxKeepAliveStreams = 2
-
-// kaOpened is a stream opened in the background, or why it could not be.
-type kaOpened struct {
-	st  *kaStream
-	err error
-}
-
-// open opens a stream in the background unless one is being opened.
-func (k *keepAliver) open() {
-	if k.opening {
-		return
-	}
-	k.opening = true
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(k.ctx))
-		stream, err := k.lc.LeaseKeepAlive(ctx)
-		o := kaOpened{err: err}
-		if err != nil {
-			cancel()
-		} else {
-			o.st = &kaStream{stream: stream, cancel: cancel}
-			k.wg.Add(1)
-			go k.recv(o.st)
-		}
-		select {
-		case k.opened <- o:
-		case <-k.quit:
-			cancel()
-		}
-	}()
-}
-
-// add takes a stream opened in the background and, when a renewal is
-// pending, sends it there.
-func (k *keepAliver) add(o kaOpened, pending bool) {
-	k.opening = false
-	if o.err != nil {
-		k.s.lg.Debug("cannot open a keep-alive stream", zap.Error(o.err))
-		return
-	}
-	k.streams = append(k.streams, o.st)
-	if len(k.streams) > maxKeepAliveStreams {
-		k.drop(k.streams[0])
-	}
-	if pending {
-		k.sendOn(o.st)
-	}
-}
-
-// recv passes the stream's answers on until it breaks or is closed.
-func (k *keepAliver) recv(st *kaStream) {
-	defer k.wg.Done()
-	for {
-		resp, err := st.stream.Recv()
-		a := kaAnswer{st: st, err: err}
-		if err == nil {
-			st.mu.Lock()
-			if len(st.sent) == 0 { // an answer nobody asked for
-				st.mu.Unlock()
-				continue
-			}
-			a.sent, st.sent = st.sent[0], st.sent[1:]
-			st.mu.Unlock()
-			a.ttl = resp.TTL
-		}
-		select {
-		case k.answers <- a:
-		case <-k.quit:
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// drop closes st and forgets it; false if it was closed already.
-func (k *keepAliver) drop(st *kaStream) bool {
-	for i, x := range k.streams {
-		if x == st {
-			k.streams = append(k.streams[:i], k.streams[i+1:]...)
-			st.cancel()
-			return true
-		}
-	}
-	return false
-}
-
-// keepOnly closes every stream but st, which answered, and sends on it.
-func (k *keepAliver) keepOnly(st *kaStream) {
-	for _, x := range k.streams {
-		if x != st {
-			x.cancel()
-		}
-	}
-	k.streams = append(k.streams[:0], st)
-}
-
-// closeAll closes the streams and waits for their receivers.
-func (k *keepAliver) closeAll() {
-	close(k.quit)
-	k.cancel()
-	for _, st := range k.streams {
-		st.cancel()
-	}
-	k.streams = nil
-	k.wg.Wait()
 }
 
 // LeaseHex formats a lease id the way concurrency.Mutex names its keys.

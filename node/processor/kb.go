@@ -8,7 +8,6 @@ import (
 	"crypto/sha1" //nolint:gosec // model names, see names.go
 	"encoding/hex"
 	"fmt"
-	"hash/maphash"
 	"math"
 	"slices"
 	"strings"
@@ -25,21 +24,27 @@ type symtab struct {
 }
 
 func (t *symtab) lookup(s string) (int32, bool) {
-	return t.ids.find(stringKey(s), func(id int32) bool { return t.names[id] == s })
+	return t.find(s, t.ids.hashString(s))
+}
+
+// find returns the id of s, whose hash is h.
+func (t *symtab) find(s string, h uint64) (int32, bool) {
+	return t.ids.find(h, func(id int32) bool { return t.names[id] == s })
 }
 
 // intern returns the id of s, adding it if it is new. A new symbol is
 // copied: s may be a substring of a larger text (a decoded record or
 // request) that the knowledge base must not keep alive.
 func (t *symtab) intern(s string) int32 {
-	if id, ok := t.lookup(s); ok {
+	h := t.ids.hashString(s)
+	if id, ok := t.find(s, h); ok {
 		return id
 	}
 	id := int32(len(t.names))
 	t.names = append(t.names, strings.Clone(s))
 	t.freq = append(t.freq, 0)
 	t.mmf = append(t.mmf, 0)
-	t.ids.add(id, func(seed maphash.Seed, id int32) uint64 { return maphash.String(seed, t.names[id]) })
+	t.ids.add(id, h)
 	return id
 }
 
@@ -107,7 +112,7 @@ func newKB() *kb { return &kb{} }
 
 // lookupName returns the index of the pattern named h.
 func (k *kb) lookupName(h [sha1.Size]byte) (int32, bool) {
-	return k.byName.find(nameKey(&h), func(pi int32) bool { return k.pats[pi].name == h })
+	return k.byName.find(k.byName.hashBytes(h[:]), func(pi int32) bool { return k.pats[pi].name == h })
 }
 
 // window returns the emotive window of pattern pi (nil for none).
@@ -226,7 +231,7 @@ func (k *kb) distinctCounts(pi int32) []symCount {
 		}
 		return int(a.pos - b.pos)
 	})
-	var out []symCount
+	out := k.lastDistinct[:0] // callers do not keep the result
 	for i := 0; i < len(k.scratch); {
 		j := i
 		for j < len(k.scratch) && k.scratch[j].id == k.scratch[i].id {
@@ -272,7 +277,7 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	k.pats = append(k.pats, pattern{name: name, seq: seq})
 	k.plen = append(k.plen, n)
 	k.pfreq = append(k.pfreq, 0)
-	k.byName.add(pi, func(seed maphash.Seed, pi int32) uint64 { return maphash.Bytes(seed, k.pats[pi].name[:]) })
+	k.byName.add(pi, k.byName.hashBytes(name[:]))
 	for _, d := range k.distinctCounts(pi) {
 		for int(d.id) >= len(k.post) {
 			k.post = append(k.post, nil)
@@ -360,13 +365,26 @@ func (k *kb) find(name string) (int32, bool) {
 	if len(bare) != 2*sha1.Size {
 		return 0, false
 	}
-	if _, err := hex.Decode(h[:], []byte(bare)); err != nil {
-		return 0, false
-	}
-	if hex.EncodeToString(h[:]) != bare { // upper-case hex is not a name
-		return 0, false
+	for i := range h {
+		hi, ok1 := lowerHex(bare[2*i])
+		lo, ok2 := lowerHex(bare[2*i+1])
+		if !ok1 || !ok2 { // upper-case hex is not a name
+			return 0, false
+		}
+		h[i] = hi<<4 | lo
 	}
 	return k.lookupName(h)
+}
+
+// lowerHex returns the value of a lower-case hex digit.
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // storeVector adds a percept vector to the store and the pool if its name is
@@ -390,6 +408,12 @@ func (k *kb) replayPattern(r PatternRecord) error {
 		return err
 	}
 	pi, known := k.lookupName(name)
+	return k.applyPattern(r, name, pi, known)
+}
+
+// applyPattern applies a stored pattern record that checked out and hashes
+// to name, the pattern pi if known.
+func (k *kb) applyPattern(r PatternRecord, name [sha1.Size]byte, pi int32, known bool) error {
 	if !known {
 		if n := len(k.pats); n > 0 && r.Seq <= k.pats[n-1].seq {
 			return fmt.Errorf("%w: pattern %s (seq %d) arrives after seq %d", ErrCorrupt, r.Name, r.Seq, k.pats[n-1].seq)
@@ -449,11 +473,27 @@ func (k *kb) replayVector(r VectorRecord) error {
 
 // loadPattern adds a stored record to a knowledge base being loaded, in
 // learn sequence order.
-func (k *kb) loadPattern(r PatternRecord) error {
+// sum, if not nil, is the hash of r.Events, from which r.Name was made.
+func (k *kb) loadPattern(r PatternRecord, sum *[sha1.Size]byte) error {
 	if _, dup := k.find(r.Name); dup {
 		return fmt.Errorf("%w: pattern %s stored twice", ErrCorrupt, r.Name)
 	}
-	return k.replayPattern(r)
+	name, err := r.checkWith(sum)
+	if err != nil {
+		return err
+	}
+	// r.Name is the hex of name, which find did not find.
+	return k.applyPattern(r, name, 0, false)
+}
+
+// reserve makes room for more patterns and vectors, so that a load of a
+// known size does not grow the per-pattern arrays and the indexes as it
+// goes.
+func (k *kb) reserve(patterns, vectors int) {
+	k.pats, k.plen, k.pfreq, k.loc = slices.Grow(k.pats, patterns), slices.Grow(k.plen, patterns),
+		slices.Grow(k.pfreq, patterns), slices.Grow(k.loc, patterns)
+	k.byName.reserve(len(k.pats) + patterns)
+	k.vectors.reserve(vectors)
 }
 
 // loadVector adds a stored vector record to a knowledge base being loaded,

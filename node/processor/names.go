@@ -21,7 +21,7 @@ func ModelName(events [][]string) string {
 }
 
 func modelHash(events [][]string) [sha1.Size]byte {
-	var buf [256]byte // most names' repr fits: no allocation
+	var buf [256]byte                                // most names' repr fits: no allocation
 	return sha1.Sum(appendPyEvents(buf[:0], events)) //nolint:gosec // see import
 }
 

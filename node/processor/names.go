@@ -21,7 +21,8 @@ func ModelName(events [][]string) string {
 }
 
 func modelHash(events [][]string) [sha1.Size]byte {
-	var buf [256]byte                                // most names' repr fits: no allocation
+	// Most names' repr fits: no allocation.
+	var buf [256]byte
 	return sha1.Sum(appendPyEvents(buf[:0], events)) //nolint:gosec // see import
 }
 

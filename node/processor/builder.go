@@ -102,7 +102,8 @@ func (b *Builder) AddPattern(r PatternRecord) error {
 	}
 	s.took(r.Seq, r.Name)
 	if err := b.k.loadPattern(r, sum); err != nil {
-		s.failed, s.err = &r, err
+		failed := r // a copy: r itself stays on the stack
+		s.failed, s.err = &failed, err
 		return err
 	}
 	return nil
@@ -146,7 +147,8 @@ func (b *Builder) AddVector(r VectorRecord) error {
 	}
 	s.took(r.Seq, r.Name)
 	if err := b.k.loadVector(r); err != nil {
-		s.failed, s.err = &r, err
+		failed := r // a copy: r itself stays on the stack
+		s.failed, s.err = &failed, err
 		return err
 	}
 	return nil

@@ -21,6 +21,7 @@ type symtab struct {
 	names []string
 	freq  []int64
 	mmf   []int64
+	bulk  bool // a load in progress: grow by doubling (see roomFor)
 }
 
 func (t *symtab) lookup(s string) (int32, bool) {
@@ -41,6 +42,9 @@ func (t *symtab) intern(s string) int32 {
 		return id
 	}
 	id := int32(len(t.names))
+	if t.bulk {
+		t.names, t.freq, t.mmf = roomFor(t.names, 1), roomFor(t.freq, 1), roomFor(t.mmf, 1)
+	}
 	t.names = append(t.names, strings.Clone(s))
 	t.freq = append(t.freq, 0)
 	t.mmf = append(t.mmf, 0)
@@ -262,6 +266,9 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	if len(k.arena) > math.MaxUint32-size {
 		panic("processor: the knowledge base's arena would pass 2^32 entries")
 	}
+	if k.syms.bulk {
+		k.arena = roomFor(k.arena, size)
+	}
 	k.loc = append(k.loc, uint32(len(k.arena)))
 	k.arena = append(k.arena, int32(len(events)))
 	var n int32
@@ -280,6 +287,9 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	k.byName.add(pi, k.byName.hashBytes(name[:]))
 	for _, d := range k.distinctCounts(pi) {
 		for int(d.id) >= len(k.post) {
+			if k.syms.bulk {
+				k.post = roomFor(k.post, 1)
+			}
 			k.post = append(k.post, nil)
 		}
 		pst := posting{pat: pi, cnt: uint16(min(d.cnt, saturated)), evLen: uint16(min(d.evLen, saturated))}
@@ -288,6 +298,9 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 				k.bigCnt = make(map[uint64]int32)
 			}
 			k.bigCnt[uint64(d.id)<<32|uint64(pi)] = d.cnt
+		}
+		if k.syms.bulk {
+			k.post[d.id] = roomFor(k.post[d.id], 1)
 		}
 		k.post[d.id] = append(k.post[d.id], pst)
 	}
@@ -469,60 +482,6 @@ func (k *kb) replayVector(r VectorRecord) error {
 	k.vectors.add(poolEntry{name: r.Name, v: r.Vector, seq: r.Seq})
 	k.nextVec = max(k.nextVec, r.Seq+1)
 	return nil
-}
-
-// loadPattern adds a stored record to a knowledge base being loaded, in
-// learn sequence order.
-// sum, if not nil, is the hash of r.Events, from which r.Name was made.
-func (k *kb) loadPattern(r PatternRecord, sum *[sha1.Size]byte) error {
-	if _, dup := k.find(r.Name); dup {
-		return fmt.Errorf("%w: pattern %s stored twice", ErrCorrupt, r.Name)
-	}
-	name, err := r.checkWith(sum)
-	if err != nil {
-		return err
-	}
-	// r.Name is the hex of name, which find did not find.
-	return k.applyPattern(r, name, 0, false)
-}
-
-// reserve makes room for more patterns and vectors, so that a load of a
-// known size does not grow the per-pattern arrays and the indexes as it
-// goes.
-func (k *kb) reserve(patterns, vectors int) {
-	k.pats, k.plen, k.pfreq, k.loc = slices.Grow(k.pats, patterns), slices.Grow(k.plen, patterns),
-		slices.Grow(k.pfreq, patterns), slices.Grow(k.loc, patterns)
-	k.byName.reserve(len(k.pats) + patterns)
-	k.vectors.reserve(vectors)
-}
-
-// loadVector adds a stored vector record to a knowledge base being loaded,
-// in store order.
-func (k *kb) loadVector(r VectorRecord) error {
-	if k.vectors.has(r.Name) {
-		return fmt.Errorf("%w: vector %s stored twice", ErrCorrupt, r.Name)
-	}
-	return k.replayVector(r)
-}
-
-// compact gives back the spare capacity that appending left in a freshly
-// built knowledge base (a fifth of the posting lists, up to a quarter of
-// the other arrays).
-func (k *kb) compact() {
-	for id, list := range k.post {
-		k.post[id] = clip(list)
-	}
-	k.arena, k.pats, k.plen, k.pfreq, k.loc = clip(k.arena), clip(k.pats), clip(k.plen), clip(k.pfreq), clip(k.loc)
-	k.syms.names, k.syms.freq, k.syms.mmf, k.post = clip(k.syms.names), clip(k.syms.freq), clip(k.syms.mmf), clip(k.post)
-}
-
-// clip returns s, or a copy without its spare capacity if that is more
-// than a sixteenth of its length.
-func clip[T any](s []T) []T {
-	if cap(s)-len(s) > len(s)/16 {
-		return slices.Clone(s)
-	}
-	return s
 }
 
 // cmpSeq orders records by sequence number, then name.

@@ -255,6 +255,14 @@ type modelLoader struct {
 	p        *processor.Processor
 }
 
+// Size makes room for the snapshot's records (kb.Sizer).
+func (l *modelLoader) Size(patterns, vectors int) {
+	if l.b == nil {
+		l.b = processor.NewBuilder()
+	}
+	l.b.Grow(patterns, vectors)
+}
+
 func (l *modelLoader) Record(ch processor.Change) error {
 	if l.b == nil {
 		l.b = processor.NewBuilder()

@@ -90,6 +90,37 @@ func appendString(dst []byte, s string) []byte {
 type reader struct {
 	b   []byte
 	err error
+	// text, when set, is the whole body as a string: str then returns
+	// substrings of it instead of a string per call (a body's records are
+	// handed on, and their symbols copied by whoever keeps them).
+	text string
+	// strs and evs are slabs the records' events are cut from, a few
+	// allocations per body instead of one per event.
+	strs []string
+	evs  [][]string
+}
+
+// slabSize is how many elements a slab of reader holds.
+const slabSize = 1024
+
+// strings returns n empty strings to fill, cut from a slab.
+func (r *reader) strings(n int) []string {
+	if n > len(r.strs) {
+		r.strs = make([]string, max(n, slabSize))
+	}
+	s := r.strs[:n:n]
+	r.strs = r.strs[n:]
+	return s
+}
+
+// events returns n empty events to fill, cut from a slab.
+func (r *reader) events(n int) [][]string {
+	if n > len(r.evs) {
+		r.evs = make([][]string, max(n, slabSize))
+	}
+	s := r.evs[:n:n]
+	r.evs = r.evs[n:]
+	return s
 }
 
 func (r *reader) fail(what string) {
@@ -124,7 +155,13 @@ func (r *reader) str(what string) string {
 	if r.err != nil {
 		return ""
 	}
-	s := string(r.b[:n])
+	var s string
+	if r.text != "" {
+		off := len(r.text) - len(r.b)
+		s = r.text[off : off+n]
+	} else {
+		s = string(r.b[:n])
+	}
 	r.b = r.b[n:]
 	return s
 }
@@ -143,7 +180,7 @@ func (r *reader) u64(what string) uint64 {
 // name is computed from its events when named is set, and left empty
 // otherwise (processor.Builder computes it).
 func decodeChanges(body []byte, named bool, fn func(processor.Change) error) error {
-	r := &reader{b: body}
+	r := &reader{b: body, text: string(body)}
 	for len(r.b) > 0 {
 		kind := r.b[0]
 		r.b = r.b[1:]
@@ -156,9 +193,9 @@ func decodeChanges(body []byte, named bool, fn func(processor.Change) error) err
 				r.fail("frequency")
 			}
 			p.Frequency = int64(freq)
-			p.Events = make([][]string, r.count("events", 1))
+			p.Events = r.events(r.count("events", 1))
 			for i := range p.Events {
-				ev := make([]string, r.count("symbols", 1))
+				ev := r.strings(r.count("symbols", 1))
 				for j := range ev {
 					ev[j] = r.str("symbol")
 				}

@@ -31,6 +31,17 @@ type Loader interface {
 	Changes(processor.Changes) error
 }
 
+// Sizer is a Loader that is told, before the snapshot's first record, how
+// many patterns and vectors the snapshot's head says it holds (bounded by
+// maxSizeHint), to make room for them up front.
+type Sizer interface {
+	Size(patterns, vectors int)
+}
+
+// maxSizeHint bounds the counts a Sizer is told, so that a head that is
+// wrong cannot make a load reserve much more than a large model needs.
+const maxSizeHint = 1 << 24
+
 // State is what a Load found.
 type State struct {
 	// Rev is the etcd revision the model was read at.
@@ -162,6 +173,10 @@ func loadFrom(ctx context.Context, src source, lg *zap.Logger, model string, l L
 		st.Head, st.NextSeq = &h, h.LogFrom
 	}
 	if h := st.Head; h != nil && o.snapshot {
+		if sz, ok := l.(Sizer); ok {
+			hint := func(n int64) int { return int(min(max(n, 0), maxSizeHint)) }
+			sz.Size(hint(h.Patterns), hint(h.Vectors))
+		}
 		chunks := 0
 		err = src.each(ctx, prefix+chunkPrefix(h.Snapshot), st.Rev, func(item *mvccpb.KeyValue) error {
 			key := string(item.Key[len(prefix):])

@@ -5,6 +5,8 @@ package processor
 // next to the index built from them; Load is a Builder fed from lists.
 
 import (
+	"crypto/sha1" //nolint:gosec // model names, see names.go
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -60,6 +62,17 @@ var errBuilt = errors.New("processor: Builder used after Build")
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder { return &Builder{k: newKB()} }
 
+// Grow makes room for about patterns more patterns and vectors more
+// vectors (a snapshot's counts), so that the build does not grow its
+// arrays and indexes as the records arrive. Counts that are wrong cost
+// memory or time, nothing else.
+func (b *Builder) Grow(patterns, vectors int) {
+	if b.done {
+		return
+	}
+	b.k.reserve(max(patterns, 0), max(vectors, 0))
+}
+
 // AddPattern adds a stored pattern record. Its Name may be empty: it is then
 // computed from Events (ModelName); a Name that is given must be the hash
 // of Events. A record taken in order is not kept: the knowledge base copies
@@ -69,8 +82,10 @@ func (b *Builder) AddPattern(r PatternRecord) error {
 	if b.done {
 		return errBuilt
 	}
+	var sum *[sha1.Size]byte
 	if r.Name == "" {
-		r.Name = ModelName(r.Events)
+		h := modelHash(r.Events)
+		r.Name, sum = hex.EncodeToString(h[:]), &h
 	}
 	s := &b.pats
 	switch {
@@ -86,8 +101,9 @@ func (b *Builder) AddPattern(r PatternRecord) error {
 		return nil
 	}
 	s.took(r.Seq, r.Name)
-	if err := b.k.loadPattern(r); err != nil {
-		s.failed, s.err = &r, err
+	if err := b.k.loadPattern(r, sum); err != nil {
+		failed := r // a copy: r itself stays on the stack
+		s.failed, s.err = &failed, err
 		return err
 	}
 	return nil
@@ -131,7 +147,8 @@ func (b *Builder) AddVector(r VectorRecord) error {
 	}
 	s.took(r.Seq, r.Name)
 	if err := b.k.loadVector(r); err != nil {
-		s.failed, s.err = &r, err
+		failed := r // a copy: r itself stays on the stack
+		s.failed, s.err = &failed, err
 		return err
 	}
 	return nil
@@ -167,7 +184,7 @@ func (b *Builder) Build(cfg Config, id, name string) (*Processor, error) {
 	if err := checkInstance(cfg, id, name); err != nil {
 		return nil, err
 	}
-	if err := finish(&b.pats, patternKey, k.loadPattern); err != nil {
+	if err := finish(&b.pats, patternKey, func(r PatternRecord) error { return k.loadPattern(r, nil) }); err != nil {
 		return nil, err
 	}
 	if err := finish(&b.vecs, vectorKey, k.loadVector); err != nil {

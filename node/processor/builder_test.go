@@ -90,9 +90,16 @@ func refLoadErr(pats []PatternRecord, vecs []VectorRecord) error {
 
 // buildFrom feeds a Builder patterns and vectors interleaved at random, each
 // kind in the order given, and returns its result and whether either kind
-// had to be sorted at Build.
+// had to be sorted at Build. The Builder is told the counts up front, or
+// wrong counts, or nothing: none of which may change what it builds.
 func buildFrom(rng *rand.Rand, pats []PatternRecord, vecs []VectorRecord) (*Processor, bool, error) {
 	b := NewBuilder()
+	switch rng.IntN(3) {
+	case 1:
+		b.Grow(len(pats), len(vecs))
+	case 2:
+		b.Grow(rng.IntN(3), rng.IntN(3))
+	}
 	i, j := 0, 0
 	for i < len(pats) || j < len(vecs) {
 		if j == len(vecs) || (i < len(pats) && rng.IntN(2) == 0) {

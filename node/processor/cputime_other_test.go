@@ -6,3 +6,6 @@ import "time"
 
 // threadCPU falls back to wall time where thread CPU time is not available.
 func threadCPU() int64 { return time.Now().UnixNano() }
+
+// processCPU falls back to wall time where process CPU time is not available.
+func processCPU() int64 { return time.Now().UnixNano() }

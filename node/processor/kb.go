@@ -8,7 +8,6 @@ import (
 	"crypto/sha1" //nolint:gosec // model names, see names.go
 	"encoding/hex"
 	"fmt"
-	"hash/maphash"
 	"math"
 	"slices"
 	"strings"
@@ -22,24 +21,34 @@ type symtab struct {
 	names []string
 	freq  []int64
 	mmf   []int64
+	bulk  bool // a load in progress: grow by doubling (see roomFor)
 }
 
 func (t *symtab) lookup(s string) (int32, bool) {
-	return t.ids.find(stringKey(s), func(id int32) bool { return t.names[id] == s })
+	return t.find(s, t.ids.hashString(s))
+}
+
+// find returns the id of s, whose hash is h.
+func (t *symtab) find(s string, h uint64) (int32, bool) {
+	return t.ids.find(h, func(id int32) bool { return t.names[id] == s })
 }
 
 // intern returns the id of s, adding it if it is new. A new symbol is
 // copied: s may be a substring of a larger text (a decoded record or
 // request) that the knowledge base must not keep alive.
 func (t *symtab) intern(s string) int32 {
-	if id, ok := t.lookup(s); ok {
+	h := t.ids.hashString(s)
+	if id, ok := t.find(s, h); ok {
 		return id
 	}
 	id := int32(len(t.names))
+	if t.bulk {
+		t.names, t.freq, t.mmf = roomFor(t.names, 1), roomFor(t.freq, 1), roomFor(t.mmf, 1)
+	}
 	t.names = append(t.names, strings.Clone(s))
 	t.freq = append(t.freq, 0)
 	t.mmf = append(t.mmf, 0)
-	t.ids.add(id, func(seed maphash.Seed, id int32) uint64 { return maphash.String(seed, t.names[id]) })
+	t.ids.add(id, h)
 	return id
 }
 
@@ -107,7 +116,7 @@ func newKB() *kb { return &kb{} }
 
 // lookupName returns the index of the pattern named h.
 func (k *kb) lookupName(h [sha1.Size]byte) (int32, bool) {
-	return k.byName.find(nameKey(&h), func(pi int32) bool { return k.pats[pi].name == h })
+	return k.byName.find(k.byName.hashBytes(h[:]), func(pi int32) bool { return k.pats[pi].name == h })
 }
 
 // window returns the emotive window of pattern pi (nil for none).
@@ -226,7 +235,7 @@ func (k *kb) distinctCounts(pi int32) []symCount {
 		}
 		return int(a.pos - b.pos)
 	})
-	var out []symCount
+	out := k.lastDistinct[:0] // callers do not keep the result
 	for i := 0; i < len(k.scratch); {
 		j := i
 		for j < len(k.scratch) && k.scratch[j].id == k.scratch[i].id {
@@ -257,6 +266,9 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	if len(k.arena) > math.MaxUint32-size {
 		panic("processor: the knowledge base's arena would pass 2^32 entries")
 	}
+	if k.syms.bulk {
+		k.arena = roomFor(k.arena, size)
+	}
 	k.loc = append(k.loc, uint32(len(k.arena)))
 	k.arena = append(k.arena, int32(len(events)))
 	var n int32
@@ -272,9 +284,12 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 	k.pats = append(k.pats, pattern{name: name, seq: seq})
 	k.plen = append(k.plen, n)
 	k.pfreq = append(k.pfreq, 0)
-	k.byName.add(pi, func(seed maphash.Seed, pi int32) uint64 { return maphash.Bytes(seed, k.pats[pi].name[:]) })
+	k.byName.add(pi, k.byName.hashBytes(name[:]))
 	for _, d := range k.distinctCounts(pi) {
 		for int(d.id) >= len(k.post) {
+			if k.syms.bulk {
+				k.post = roomFor(k.post, 1)
+			}
 			k.post = append(k.post, nil)
 		}
 		pst := posting{pat: pi, cnt: uint16(min(d.cnt, saturated)), evLen: uint16(min(d.evLen, saturated))}
@@ -283,6 +298,9 @@ func (k *kb) addPattern(name [sha1.Size]byte, events [][]string, seq uint64) int
 				k.bigCnt = make(map[uint64]int32)
 			}
 			k.bigCnt[uint64(d.id)<<32|uint64(pi)] = d.cnt
+		}
+		if k.syms.bulk {
+			k.post[d.id] = roomFor(k.post[d.id], 1)
 		}
 		k.post[d.id] = append(k.post[d.id], pst)
 	}
@@ -360,13 +378,26 @@ func (k *kb) find(name string) (int32, bool) {
 	if len(bare) != 2*sha1.Size {
 		return 0, false
 	}
-	if _, err := hex.Decode(h[:], []byte(bare)); err != nil {
-		return 0, false
-	}
-	if hex.EncodeToString(h[:]) != bare { // upper-case hex is not a name
-		return 0, false
+	for i := range h {
+		hi, ok1 := lowerHex(bare[2*i])
+		lo, ok2 := lowerHex(bare[2*i+1])
+		if !ok1 || !ok2 { // upper-case hex is not a name
+			return 0, false
+		}
+		h[i] = hi<<4 | lo
 	}
 	return k.lookupName(h)
+}
+
+// lowerHex returns the value of a lower-case hex digit.
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // storeVector adds a percept vector to the store and the pool if its name is
@@ -390,6 +421,12 @@ func (k *kb) replayPattern(r PatternRecord) error {
 		return err
 	}
 	pi, known := k.lookupName(name)
+	return k.applyPattern(r, name, pi, known)
+}
+
+// applyPattern applies a stored pattern record that checked out and hashes
+// to name, the pattern pi if known.
+func (k *kb) applyPattern(r PatternRecord, name [sha1.Size]byte, pi int32, known bool) error {
 	if !known {
 		if n := len(k.pats); n > 0 && r.Seq <= k.pats[n-1].seq {
 			return fmt.Errorf("%w: pattern %s (seq %d) arrives after seq %d", ErrCorrupt, r.Name, r.Seq, k.pats[n-1].seq)
@@ -445,44 +482,6 @@ func (k *kb) replayVector(r VectorRecord) error {
 	k.vectors.add(poolEntry{name: r.Name, v: r.Vector, seq: r.Seq})
 	k.nextVec = max(k.nextVec, r.Seq+1)
 	return nil
-}
-
-// loadPattern adds a stored record to a knowledge base being loaded, in
-// learn sequence order.
-func (k *kb) loadPattern(r PatternRecord) error {
-	if _, dup := k.find(r.Name); dup {
-		return fmt.Errorf("%w: pattern %s stored twice", ErrCorrupt, r.Name)
-	}
-	return k.replayPattern(r)
-}
-
-// loadVector adds a stored vector record to a knowledge base being loaded,
-// in store order.
-func (k *kb) loadVector(r VectorRecord) error {
-	if k.vectors.has(r.Name) {
-		return fmt.Errorf("%w: vector %s stored twice", ErrCorrupt, r.Name)
-	}
-	return k.replayVector(r)
-}
-
-// compact gives back the spare capacity that appending left in a freshly
-// built knowledge base (a fifth of the posting lists, up to a quarter of
-// the other arrays).
-func (k *kb) compact() {
-	for id, list := range k.post {
-		k.post[id] = clip(list)
-	}
-	k.arena, k.pats, k.plen, k.pfreq, k.loc = clip(k.arena), clip(k.pats), clip(k.plen), clip(k.pfreq), clip(k.loc)
-	k.syms.names, k.syms.freq, k.syms.mmf, k.post = clip(k.syms.names), clip(k.syms.freq), clip(k.syms.mmf), clip(k.post)
-}
-
-// clip returns s, or a copy without its spare capacity if that is more
-// than a sixteenth of its length.
-func clip[T any](s []T) []T {
-	if cap(s)-len(s) > len(s)/16 {
-		return slices.Clone(s)
-	}
-	return s
 }
 
 // cmpSeq orders records by sequence number, then name.

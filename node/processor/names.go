@@ -21,7 +21,9 @@ func ModelName(events [][]string) string {
 }
 
 func modelHash(events [][]string) [sha1.Size]byte {
-	return sha1.Sum(appendPyEvents(nil, events)) //nolint:gosec // see import
+	// Most names' repr fits: no allocation.
+	var buf [256]byte
+	return sha1.Sum(appendPyEvents(buf[:0], events)) //nolint:gosec // see import
 }
 
 // PyRepr returns Python's repr of the string s. s may hold surrogate code

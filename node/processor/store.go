@@ -34,7 +34,11 @@ type PatternRecord struct {
 }
 
 // check validates a record read back from a store and returns its hash.
-func (r PatternRecord) check() ([sha1.Size]byte, error) {
+func (r PatternRecord) check() ([sha1.Size]byte, error) { return r.checkWith(nil) }
+
+// checkWith is check; sum, if not nil, is the hash of r.Events, from which
+// r.Name was made.
+func (r PatternRecord) checkWith(sum *[sha1.Size]byte) ([sha1.Size]byte, error) {
 	var none [sha1.Size]byte
 	n := 0
 	for _, ev := range r.Events {
@@ -56,8 +60,12 @@ func (r PatternRecord) check() ([sha1.Size]byte, error) {
 	case r.Frequency < 1:
 		return none, fmt.Errorf("%w: pattern %s has frequency %d", ErrCorrupt, r.Name, r.Frequency)
 	}
+	if sum != nil {
+		return *sum, nil
+	}
 	h := modelHash(r.Events)
-	if hex.EncodeToString(h[:]) != r.Name {
+	var hx [2 * sha1.Size]byte
+	if hex.Encode(hx[:], h[:]); string(hx[:]) != r.Name {
 		return none, fmt.Errorf("%w: pattern %s does not hash to its name", ErrCorrupt, r.Name)
 	}
 	return h, nil

@@ -332,6 +332,17 @@ func (pl *vectorPool) has(name string) bool {
 	return ok
 }
 
+// reserve makes room for n more entries.
+func (pl *vectorPool) reserve(n int) {
+	if n == 0 {
+		return
+	}
+	if pl.byName == nil {
+		pl.byName = make(map[string]int, n)
+	}
+	pl.entries = slices.Grow(pl.entries, n)
+}
+
 func (pl *vectorPool) add(e poolEntry) {
 	if pl.byName == nil {
 		pl.byName = make(map[string]int)

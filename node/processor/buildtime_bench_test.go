@@ -1,7 +1,7 @@
 // This file times building a knowledge base through a Builder fed in Seq
 // order, as a node's load does, at growing sizes, to show how the build
 // time grows with the model.
-package processor
+package processor_test
 
 import (
 	"fmt"
@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/kato-coord/kato/node/processor"
+	"github.com/kato-coord/kato/node/processor/processortest"
 )
 
 // BenchmarkBuildTime builds the benchmark-shaped model of each size
@@ -42,22 +45,22 @@ func BenchmarkBuildTime(b *testing.B) {
 		for i, n := range sizes {
 			runtime.GC()
 			rng := rand.New(rand.NewPCG(7, uint64(n)))
-			start, cpu0 := time.Now(), processCPU()
-			bl := NewBuilder()
+			start, cpu0 := time.Now(), processor.ProcessCPU()
+			bl := processor.NewBuilder()
 			bl.Grow(n, 0)
 			for i := range n {
-				r := benchRecordRaw(rng, i)
+				r := processortest.BenchPattern(rng, i)
 				r.Name = ""
 				if err := bl.AddPattern(r); err != nil {
 					b.Fatal(err)
 				}
 			}
-			p, err := bl.Build(DefaultConfig(), "bench", "bench")
+			p, err := bl.Build(processor.DefaultConfig(), "bench", "bench")
 			if err != nil {
 				b.Fatal(err)
 			}
 			fastest(&wall[i], time.Since(start))
-			fastest(&cpu[i], time.Duration(processCPU()-cpu0))
+			fastest(&cpu[i], time.Duration(processor.ProcessCPU()-cpu0))
 			runtime.KeepAlive(p)
 		}
 	}

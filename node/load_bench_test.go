@@ -22,6 +22,7 @@ import (
 	"github.com/kato-coord/kato/coord/etcdtest"
 	"github.com/kato-coord/kato/node/kb"
 	"github.com/kato-coord/kato/node/processor"
+	"github.com/kato-coord/kato/node/processor/processortest"
 )
 
 // BenchmarkModelLoad builds models of each size twice on one etcd: in the
@@ -219,25 +220,13 @@ func dbSize(b *testing.B, ctx context.Context, cli *clientv3.Client) int64 {
 	return st.DbSize
 }
 
-// benchRecords returns n patterns of 2 to 4 events of 1 to 3 symbols (from
-// 10,000 symbols), in learn order, the same for every call with n.
+// benchRecords returns n patterns of the benchmark shape
+// (processortest.BenchPattern), in learn order, the same for every call with n.
 func benchRecords(n int) []processor.PatternRecord {
 	out := make([]processor.PatternRecord, 0, n)
 	rng := rand.New(rand.NewPCG(uint64(n), 7))
 	for i := range n {
-		evs := make([][]string, 2+rng.IntN(3))
-		length := 0
-		for e := range evs {
-			evs[e] = make([]string, 1+rng.IntN(3))
-			for s := range evs[e] {
-				evs[e][s] = "sym" + strconv.Itoa(rng.IntN(10_000))
-			}
-			length += len(evs[e])
-		}
-		evs[0] = append(evs[0], "p"+strconv.Itoa(i)) // every pattern distinct
-		length++
-		out = append(out, processor.PatternRecord{Name: processor.ModelName(evs), Events: evs, Length: length, Frequency: 1 + int64(rng.IntN(3)),
-			Emotives: []processor.Emotives{}, Seq: uint64(i)})
+		out = append(out, processortest.BenchPattern(rng, i))
 	}
 	return out
 }

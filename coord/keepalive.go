@@ -32,12 +32,13 @@ const maxKeepAliveStreams = 2
 // password check), so sessions sharing streams cost etcd one check per
 // stream, not one per session.
 //
-// Renewals go on the newest stream, one at a time per stream (etcd answers a
-// stream in order). A session whose renewal is not answered in time sends it
-// again on a stream newer than the one it used, opening one if there is
-// none; one stream opens at a time, and every session hedging meanwhile
-// waits for it and shares it. An answer proves its stream works: the streams
-// opened before it are closed, and at most maxKeepAliveStreams are kept.
+// Renewals go on the current stream: the last one that answered, or the
+// newest (etcd answers a stream in order). A session whose renewal is not
+// answered in time sends it again on another stream than the one it used,
+// opening one if there is none; one stream opens at a time, and every
+// session hedging meanwhile waits for it and shares it. An answer proves its
+// stream works: it becomes the current one, the streams opened before it are
+// closed, and at most maxKeepAliveStreams are kept.
 // Answers go to their sessions by lease ID without waiting for any session.
 //
 // Whoever owns the client owns its KeepAlives: pass it to each session with
@@ -184,9 +185,10 @@ func (k *KeepAlives) leave(m *kaMember) {
 	}
 }
 
-// renew sends a renewal of m's lease on the newest stream. A hedge goes on
-// a stream newer than the one m's last renewal went on: the newest if it is
-// newer, else the next one opened (in the background: with auth the client
+// renew sends a renewal of m's lease on the current stream (the last one
+// that answered, or the newest). A hedge goes on another stream than the one
+// m's last renewal went on: the current one if it is another, else the next
+// one opened (in the background: with auth the client
 // first asks etcd for a token, which may hang while etcd is cut off).
 func (k *KeepAlives) renew(m *kaMember, hedge bool) {
 	k.mu.Lock()
@@ -195,7 +197,7 @@ func (k *KeepAlives) renew(m *kaMember, hedge bool) {
 		return
 	}
 	if n := len(k.streams); n > 0 {
-		if st := k.streams[n-1]; !hedge || st.seq > m.lastSeq {
+		if st := k.streams[n-1]; !hedge || st.seq != m.lastSeq {
 			m.lastSeq = st.seq
 			st.enqueue(m.s.lease)
 			return
@@ -344,12 +346,27 @@ func (k *KeepAlives) recv(st *kaStream) {
 	}
 }
 
-// keepFrom closes the streams opened before st, which answered; k.mu held.
+// keepFrom closes the streams opened before st, which answered, and makes
+// st the one renewals go on: a newer stream has not shown that it works (it
+// may sit on a member that was cut off), so it is kept for the renewals in
+// flight on it but gets no new ones; k.mu held.
 func (k *KeepAlives) keepFrom(st *kaStream) {
-	for len(k.streams) > 0 && k.streams[0].seq < st.seq {
-		k.streams[0].cancel()
-		k.streams = k.streams[1:]
+	kept, found := k.streams[:0], false
+	for _, x := range k.streams {
+		switch {
+		case x == st:
+			found = true
+		case x.seq < st.seq:
+			x.cancel()
+		default:
+			kept = append(kept, x)
+		}
 	}
+	if found { // not closed meanwhile
+		kept = append(kept, st)
+	}
+	clear(k.streams[len(kept):])
+	k.streams = kept
 }
 
 // drop closes st and forgets it, false if it was closed already; k.mu held.

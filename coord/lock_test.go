@@ -117,20 +117,6 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// proxiedClient returns a client of the shared etcd that reaches it through a
-// proxy the test can cut, confined to prefix.
-func proxiedClient(t *testing.T, prefix string) (*clientv3.Client, *etcdtest.Proxy) {
-	t.Helper()
-	proxy := etcdtest.NewProxy(t, testEtcd.Members[0].ClientURL.Host)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{proxy.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	coord.Namespace(cli, prefix)
-	return cli, proxy
-}
-
 // counterKey is the shared counter the mutual-exclusion checker increments.
 var counterKey = coord.ModelPrefix("m") + "counter"
 

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
@@ -66,6 +68,20 @@ func newClientOn(t testing.TB, c *etcdtest.Cluster, prefix string) *clientv3.Cli
 	cli := c.Client(t)
 	coord.Namespace(cli, prefix)
 	return cli
+}
+
+// proxiedClient returns a client of the shared etcd that reaches it through a
+// proxy the test can cut, confined to prefix.
+func proxiedClient(t *testing.T, prefix string) (*clientv3.Client, *etcdtest.Proxy) {
+	t.Helper()
+	proxy := etcdtest.NewProxy(t, testEtcd.Members[0].ClientURL.Host)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{proxy.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	coord.Namespace(cli, prefix)
+	return cli, proxy
 }
 
 // stopLeader stops cluster c's leader and waits until the other members

@@ -7,17 +7,17 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kato-coord/kato/coord"
 	"github.com/kato-coord/kato/coord/etcdtest"
 )
 
-// openShared opens n sessions of ttl on cli sharing k; they are closed
-// when the test ends, before k.
-func openShared(t *testing.T, ctx context.Context, cli *clientv3.Client, k *coord.KeepAlives, n int, ttl time.Duration) []*coord.Session {
+// openShared opens n sessions of ttl on cli sharing one new KeepAlives;
+// they are closed when the test ends, before it.
+func openShared(t *testing.T, ctx context.Context, cli *clientv3.Client, n int, ttl time.Duration) (*coord.KeepAlives, []*coord.Session) {
 	t.Helper()
+	k := coord.NewKeepAlives(cli, zaptest.NewLogger(t))
 	t.Cleanup(k.Close)
 	ss := make([]*coord.Session, n)
 	for i := range ss {
@@ -28,7 +28,7 @@ func openShared(t *testing.T, ctx context.Context, cli *clientv3.Client, k *coor
 		t.Cleanup(func() { s.Close(context.Background()) })
 		ss[i] = s
 	}
-	return ss
+	return k, ss
 }
 
 // watchAlive fails the test if any of live is lost, or its lease gone in
@@ -65,8 +65,7 @@ func watchAlive(t *testing.T, ctx context.Context, cli *clientv3.Client, live []
 func TestKeepAlivesShareOneStream(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	cli := newClient(t)
-	k := coord.NewKeepAlives(cli, zaptest.NewLogger(t))
-	ss := openShared(t, ctx, cli, k, 50, 3*time.Second)
+	k, ss := openShared(t, ctx, cli, 50, 3*time.Second)
 	first := make([]time.Time, len(ss))
 	for i, s := range ss {
 		first[i] = s.ExpiresAt()
@@ -87,8 +86,7 @@ func TestKeepAlivesShareOneStream(t *testing.T) {
 func TestKeepAlivesRevokedSessionLostNeighboursAlive(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	cli := newClient(t)
-	k := coord.NewKeepAlives(cli, zaptest.NewLogger(t))
-	ss := openShared(t, ctx, cli, k, 5, 3*time.Second)
+	k, ss := openShared(t, ctx, cli, 5, 3*time.Second)
 	if _, err := cli.Revoke(ctx, ss[2].Lease()); err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +109,7 @@ func TestKeepAlivesRevokedSessionLostNeighboursAlive(t *testing.T) {
 func TestKeepAlivesCloseOneLeavesOthers(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	cli := newClient(t)
-	k := coord.NewKeepAlives(cli, zaptest.NewLogger(t))
-	ss := openShared(t, ctx, cli, k, 5, 3*time.Second)
+	k, ss := openShared(t, ctx, cli, 5, 3*time.Second)
 	if err := ss[0].Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -130,15 +127,8 @@ func TestKeepAlivesCloseOneLeavesOthers(t *testing.T) {
 // than their TTL.
 func TestKeepAlivesHedgesShareANewStream(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
-	proxy := etcdtest.NewProxy(t, testEtcd.Members[0].ClientURL.Host)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{proxy.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	coord.Namespace(cli, testPrefix(t))
-	k := coord.NewKeepAlives(cli, zaptest.NewLogger(t))
-	ss := openShared(t, ctx, cli, k, 20, 3*time.Second)
+	cli, proxy := proxiedClient(t, testPrefix(t))
+	k, ss := openShared(t, ctx, cli, 20, 3*time.Second)
 
 	proxy.Blackhole()
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return k.StreamOpens() >= 2 }, "no hedge on a new stream while cut off")
@@ -172,8 +162,7 @@ func TestKeepAlivesHedgesShareANewStream(t *testing.T) {
 func TestKeepAlivesCloseLosesItsSessions(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	cli := newClient(t)
-	k := coord.NewKeepAlives(cli, zaptest.NewLogger(t))
-	ss := openShared(t, ctx, cli, k, 3, 2*time.Second)
+	k, ss := openShared(t, ctx, cli, 3, 2*time.Second)
 	k.Close()
 	for i, s := range ss {
 		select {

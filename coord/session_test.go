@@ -8,11 +8,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kato-coord/kato/coord"
-	"github.com/kato-coord/kato/coord/etcdtest"
 )
 
 func TestSessionCloseRevokesAtOnce(t *testing.T) {
@@ -100,13 +98,7 @@ func TestSessionDoneWhenLeaseRevokedElsewhere(t *testing.T) {
 // later than TTL after the last confirmed keep-alive.
 func TestSessionDoneWhenCutOff(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
-	proxy := etcdtest.NewProxy(t, testEtcd.Members[0].ClientURL.Host)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{proxy.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	coord.Namespace(cli, testPrefix(t))
+	cli, proxy := proxiedClient(t, testPrefix(t))
 	s, err := coord.NewSession(ctx, cli, zaptest.NewLogger(t), coord.WithTTL(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
